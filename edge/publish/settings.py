@@ -1,0 +1,57 @@
+"""Typed configuration of the MQTT connection and the spool (the ``[mqtt]`` config section).
+
+Secrets are never values in the TOML: the config names an environment variable or a file that
+holds them, and they are read only when the client connects.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TlsConfig(_Strict):
+    """TLS towards the broker. Paths may be relative to the config file."""
+
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    insecure_skip_verify: bool = False
+
+
+class AuthConfig(_Strict):
+    """Username and password come from the environment or from files, never from the TOML."""
+
+    username_env: str | None = None
+    username_file: Path | None = None
+    password_env: str | None = None
+    password_file: Path | None = None
+
+
+class SpoolConfig(_Strict):
+    """Durable store-and-forward of decided events (SQLite, WAL)."""
+
+    path: Path = Path("spool.db")
+    max_events: int = Field(default=100_000, ge=100)
+    max_age_s: float = Field(default=7 * 24 * 3600.0, gt=0)
+
+
+class MqttConfig(_Strict):
+    host: str = "localhost"
+    port: int = Field(default=1883, ge=1, le=65535)
+    prefix: str = Field(default="anomaly", min_length=1, pattern=r"^[^#+\s]+$")
+    client_id: str | None = None
+    keepalive_s: int = Field(default=30, ge=5, le=3600)
+    reconnect_min_s: float = Field(default=1.0, gt=0)
+    reconnect_max_s: float = Field(default=60.0, gt=0)
+    max_inflight: int = Field(default=20, ge=1, le=1000)
+    stats_interval_s: float = Field(default=10.0, gt=0)
+    max_payload_bytes: int = Field(default=65536, ge=512)
+    tls: TlsConfig | None = None
+    auth: AuthConfig | None = None
+    spool: SpoolConfig = SpoolConfig()
