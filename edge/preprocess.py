@@ -35,8 +35,9 @@ def load_image(path: str | Path) -> np.ndarray:
     """
     path = Path(path)
     try:
-        with Image.open(path) as image:
-            image.load()
+        with Image.open(path) as opened:
+            opened.load()
+            image: Image.Image = opened
             if image.mode not in ("L", "RGB"):
                 image = image.convert("RGB" if "A" in image.mode or image.mode in ("P", "CMYK",
                                       "YCbCr", "RGBA", "LA") else "L")

@@ -1,4 +1,4 @@
-"""Values that cross the seams of the edge runtime: Source → Layout → Scorer → Decision → Publisher."""
+"""Values that cross the edge runtime's seams: Source → Layout → Scorer → Decision → Publisher."""
 
 from __future__ import annotations
 

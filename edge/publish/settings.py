@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class _Strict(BaseModel):
@@ -42,6 +42,12 @@ class SpoolConfig(_Strict):
 
 
 class MqttConfig(_Strict):
+    """Broker connection, topics and delivery limits (docs/mqtt.md).
+
+    ``max_inflight``: events published but not yet acknowledged (PUBACK). ``max_payload_bytes``:
+    larger events are refused with an error (the broker's message_size_limit must allow it).
+    """
+
     host: str = "localhost"
     port: int = Field(default=1883, ge=1, le=65535)
     prefix: str = Field(default="anomaly", min_length=1, pattern=r"^[^#+\s]+$")
@@ -55,3 +61,12 @@ class MqttConfig(_Strict):
     tls: TlsConfig | None = None
     auth: AuthConfig | None = None
     spool: SpoolConfig = SpoolConfig()
+
+    @model_validator(mode="after")
+    def _backoff_in_order(self) -> MqttConfig:
+        if self.reconnect_max_s < self.reconnect_min_s:
+            raise ValueError(
+                f"reconnect_max_s ({self.reconnect_max_s}) must be >= reconnect_min_s "
+                f"({self.reconnect_min_s})"
+            )
+        return self

@@ -1,0 +1,400 @@
+"""MQTT publisher: durable, ordered, at-least-once delivery of events (paho-mqtt 2.x).
+
+Delivery design (docs/mqtt.md):
+
+* ``submit_event`` commits the event to the SQLite spool, then wakes the sender thread; it never
+  waits for the network.
+* The sender thread is the only code that publishes events. It reads the spool in seq order and
+  keeps at most ``max_inflight`` events unacknowledged; an event leaves the spool only on its
+  PUBACK (``on_publish`` with its mid).
+* After a reconnect paho re-sends its in-memory copies and the spool re-sends too: the window
+  twice. On every CONNACK we drop paho's copies (``drop_out_messages``), so the spool is the one
+  ordered source, from its lowest unacked seq. A connection "epoch" under ``_send_lock`` keeps a
+  publish of the old pass off the new connection ahead of that restart (it would overtake).
+* Result: at-least-once, in seq order, duplicates possible (a PUBACK lost in a broker crash);
+  subscribers drop duplicates by ``event_id``.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+
+from edge.errors import PublishError
+from edge.publish import payloads
+from edge.publish.settings import MqttConfig
+from edge.publish.spool import DropReport, Spool
+from edge.types import Event, utc_iso
+
+log = logging.getLogger(__name__)
+
+EVENT_QOS = 1
+STATE_QOS = 1
+STATUS_QOS = 1
+STATS_QOS = 0
+# paho's own window also carries the retained state/status messages next to our event window.
+PAHO_INFLIGHT_HEADROOM = 50
+# The sender wakes this often even without news, to re-check limits and connection state.
+SENDER_POLL_S = 0.5
+# How often the sender applies the spool's max_age_s while idle.
+LIMITS_CHECK_INTERVAL_S = 60.0
+# After an unexpected error in the sender (e.g. the disk failed), wait before trying again.
+SENDER_ERROR_BACKOFF_S = 5.0
+# How long close() waits for the "offline" status to be acknowledged.
+CLOSE_TIMEOUT_S = 3.0
+# on_disconnect waits at most this long for the sender to finish one publish call. Bounded
+# because paho can report a failed write from inside its CONNACK handling while it holds the
+# out-message lock the sender's publish() waits for; then we go on without our lock.
+SEND_LOCK_TIMEOUT_S = 5.0
+
+_CONNECTED = "connected"
+_CONNECTING = "connecting"
+_REFUSED = "refused"
+_DISCONNECTED = "disconnected"
+_CLOSED = "closed"
+
+
+class MqttPublisher:
+    """Publishes events, crop states, stats and status of one device to one broker."""
+
+    def __init__(self, config: MqttConfig, device_id: str, bundle_info: dict[str, str],
+                 base_dir: Path) -> None:
+        self.config = config
+        self.device_id = device_id
+        self.bundle_info = dict(bundle_info)
+        self.base_dir = Path(base_dir)
+        self.topics = payloads.Topics(config.prefix, device_id)
+        spool_path = config.spool.path
+        self.spool = Spool(spool_path if spool_path.is_absolute() else self.base_dir / spool_path,
+                           config.spool)
+        #: Human-readable reason why the publisher cannot deliver right now; None when healthy.
+        self.last_error: str | None = None
+        #: "connecting" | "connected" | "refused" | "disconnected" | "closed"
+        self.connection_state = _CONNECTING
+        self.rejected_total = 0
+        self._client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=payloads.client_id_for(config, device_id),
+            clean_session=True,  # the spool, not the broker session, holds what we owe
+        )
+        self._client.on_connect = self._on_connect
+        self._client.on_connect_fail = self._on_connect_fail
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_publish = self._on_publish
+        self._send_lock = threading.Lock()
+        self._epoch = 0
+        self._connected = False
+        self._inbox: queue.Queue[tuple[str, int]] = queue.Queue()
+        self._acked = threading.Condition()
+        self._status: tuple[str, str | None] = (payloads.STATUS_ONLINE, None)
+        self._states: dict[str, bytes] = {}
+        self._drops_lock = threading.Lock()
+        # The spool_overflow warning awaiting its PUBACK (mid, report): drops count as announced
+        # only once the broker has the warning.
+        self._warning_inflight: tuple[int, DropReport] | None = None
+        self._refusals = 0
+        self._stopping = threading.Event()
+        self._sender = threading.Thread(target=self._sender_main, name="mqtt-sender", daemon=True)
+        self._started = False
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def start(self) -> None:
+        """Configure auth, TLS and the Last Will, then connect in the background."""
+        cfg = self.config
+        payloads.configure_security(self._client, cfg, self.base_dir)
+        will = payloads.status_payload(self.device_id, payloads.STATUS_OFFLINE,
+                                       "connection lost (last will)", self.bundle_info)
+        self._client.will_set(self.topics.status, payloads.encode(will), STATUS_QOS, retain=True)
+        self._set_backoff(cfg.reconnect_min_s, cfg.reconnect_max_s)
+        self._client.max_inflight_messages_set(cfg.max_inflight + PAHO_INFLIGHT_HEADROOM)
+        self._client.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive_s)
+        self._client.loop_start()
+        self._sender.start()
+        self._started = True
+        log.info("MQTT publisher for %s → %s:%d (spool %s, %d events waiting)",
+                 self.device_id, cfg.host, cfg.port, self.spool.path, self.spool.depth())
+
+    def _set_backoff(self, min_s: float, max_s: float) -> None:
+        # paho annotates int but sleeps on floats; sub-second minimums matter on a LAN.
+        self._client.reconnect_delay_set(min_s, max_s)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        """Publish ``offline``, disconnect cleanly (no Last Will), stop threads, close the spool."""
+        if self.connection_state == _CLOSED:
+            return
+        self._stopping.set()
+        self._inbox.put(("stop", 0))
+        if self._started:
+            self._sender.join()
+            if self._connected:
+                body = payloads.status_payload(self.device_id, payloads.STATUS_OFFLINE,
+                                               "shutdown", self.bundle_info)
+                info = self._client.publish(self.topics.status, payloads.encode(body),
+                                            qos=STATUS_QOS, retain=True)
+                try:
+                    info.wait_for_publish(CLOSE_TIMEOUT_S)
+                except (RuntimeError, ValueError):
+                    log.warning("could not publish the offline status before disconnecting")
+            self._client.disconnect()
+            self._client.loop_stop()
+        self.connection_state = _CLOSED
+        self.spool.close()
+
+    # ----------------------------------------------------------------- public API
+
+    def submit_event(self, **fields: Any) -> Event:
+        """Store an event durably and queue it for delivery; returns it with event_id and seq.
+
+        Raises PublishError if the spool cannot be written or the payload is too large (the
+        oversized event is kept in the spool's ``rejected`` table, not sent).
+        """
+        probe = Event(event_id="0" * 36, seq=payloads.SEQ_SIZE_BOUND, **fields)
+        try:
+            size = len(payloads.encode(probe.to_payload()))
+        except (TypeError, ValueError) as err:
+            raise PublishError(
+                f"event for crop {fields.get('crop')!r} cannot be encoded as JSON: {err}. "
+                "Scores and thresholds must be finite numbers (no NaN or infinity) and extra "
+                "fields plain JSON values."
+            ) from err
+        if size > self.config.max_payload_bytes:
+            self.spool.reject(fields, f"payload {size} bytes > max_payload_bytes")
+            self.rejected_total += 1
+            raise PublishError(
+                f"event for crop {fields.get('crop')!r} is {size} bytes as JSON, more than "
+                f"[mqtt] max_payload_bytes = {self.config.max_payload_bytes}. It was kept in the "
+                f"spool's rejected table ({self.spool.path}), not sent. Shrink the 'extra' fields "
+                "or raise max_payload_bytes (the broker's message_size_limit must allow it)."
+            )
+        event = self.spool.append(fields)
+        if self.spool.enforce_limits() is not None:
+            self._report_drops()
+        self._inbox.put(("wake", 0))
+        return event
+
+    def publish_state(self, crop: str, payload: dict[str, Any]) -> None:
+        """Retained QoS 1 state of one crop; re-published after every reconnect."""
+        body = payloads.encode_lenient(payloads.state_payload(self.device_id, crop, payload))
+        topic = self.topics.crop_state(crop)
+        with self._send_lock:
+            self._states[crop] = body
+            if self._connected:
+                self._client.publish(topic, body, qos=STATE_QOS, retain=True)
+
+    def publish_stats(self, stats: dict[str, Any]) -> None:
+        """QoS 0, not retained; adds spool and connection figures. Skipped while offline."""
+        body = {"schema": payloads.STATS_SCHEMA, "device_id": self.device_id,
+                "timestamp": utc_iso(time.time()), **stats,
+                "spool_depth": self.spool.depth(),
+                "spool_oldest_age_s": round(self.spool.oldest_age_s(), 3),
+                "spool_dropped_total": self.spool.dropped_total(),
+                "events_rejected_total": self.rejected_total,
+                "mqtt_state": self.connection_state, "mqtt_last_error": self.last_error}
+        if self._connected:
+            self._client.publish(self.topics.stats, payloads.encode_lenient(body), qos=STATS_QOS)
+
+    def set_status(self, status: str, reason: str | None = None) -> None:
+        """Retained device status (online / degraded / offline); re-published after reconnects."""
+        body = payloads.encode(payloads.status_payload(self.device_id, status, reason,
+                                                       self.bundle_info))
+        with self._send_lock:
+            self._status = (status, reason)
+            if self._connected:
+                self._client.publish(self.topics.status, body, qos=STATUS_QOS, retain=True)
+
+    def spool_depth(self) -> int:
+        """Events stored but not yet acknowledged by the broker."""
+        return self.spool.depth()
+
+    def flush(self, timeout_s: float) -> bool:
+        """Wait until every spooled event is acknowledged; False on timeout."""
+        with self._acked:
+            return self._acked.wait_for(lambda: self.spool.depth() == 0, timeout=timeout_s)
+
+    # ----------------------------------------------------------------- paho callbacks
+    # They run on paho's network thread and must not block on anything the sender holds while
+    # it calls into paho (hence the inbox queue for acks).
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
+                    properties: Any) -> None:
+        if reason.is_failure:
+            self._on_refused(reason)
+            return
+        with self._send_lock:
+            dropped = client.drop_out_messages()  # the spool re-sends them, in order
+            self._epoch += 1
+            self._connected = True
+            status, why = self._status
+            body = payloads.status_payload(self.device_id, status, why, self.bundle_info)
+            client.publish(self.topics.status, payloads.encode(body), qos=STATUS_QOS, retain=True)
+            for crop, state in self._states.items():
+                client.publish(self.topics.crop_state(crop), state, qos=STATE_QOS, retain=True)
+            self._inbox.put(("connected", self._epoch))
+        if self._refusals:
+            # Back to the configured back-off after a slow retry against a refusing broker.
+            self._set_backoff(self.config.reconnect_min_s, self.config.reconnect_max_s)
+            self._refusals = 0
+        self.connection_state, self.last_error = _CONNECTED, None
+        with self._drops_lock:
+            self._warning_inflight = None  # dropped with paho's queue above; announce again
+        log.info("MQTT connected to %s:%d; %d messages in flight on the previous connection "
+                 "dropped, unacked events are re-sent from the spool in seq order",
+                 self.config.host, self.config.port, len(dropped))
+        self._report_drops()
+
+    def _on_refused(self, reason: Any) -> None:
+        self._refusals += 1
+        self.connection_state = _REFUSED
+        self.last_error = (
+            f"broker {self.config.host}:{self.config.port} refused the connection: {reason}. "
+            "Check [mqtt.auth] username/password and the broker's ACL for this client id; "
+            f"retrying every {self.config.reconnect_max_s:g} s."
+        )
+        if self._refusals == 1:
+            log.error("MQTT %s", self.last_error)
+            # A refusal will not fix itself in a second: retry slowly, not in a storm.
+            self._set_backoff(self.config.reconnect_max_s, self.config.reconnect_max_s)
+        else:
+            log.debug("MQTT connection refused again (%d times): %s", self._refusals, reason)
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        if self.connection_state != _REFUSED:
+            first = self.last_error is None
+            tls_hint = (" or the TLS handshake failed (check that [mqtt.tls] ca_file signed the "
+                        "broker's certificate and that host matches it)") if self.config.tls else ""
+            self.last_error = (f"cannot reach MQTT broker {self.config.host}:{self.config.port}"
+                               f"{tls_hint}; events are kept in the spool and sent when it is back")
+            self.connection_state = _DISCONNECTED
+            (log.warning if first else log.debug)("MQTT %s", self.last_error)
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
+                       properties: Any) -> None:
+        # Taken so that no publish of the sender can slip onto the next connection before its
+        # CONNACK restarts the pass from the spool (see module docstring).
+        locked = self._send_lock.acquire(timeout=SEND_LOCK_TIMEOUT_S)
+        try:
+            was_connected, self._connected = self._connected, False
+        finally:
+            if locked:
+                self._send_lock.release()
+        if self._stopping.is_set() or not was_connected:
+            return
+        self.connection_state = _DISCONNECTED
+        self.last_error = (f"lost the connection to {self.config.host}:{self.config.port} "
+                           f"({reason}); events are kept in the spool")
+        log.warning("MQTT %s", self.last_error)
+
+    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any,
+                    properties: Any) -> None:
+        self._inbox.put(("ack", mid))
+
+    # ----------------------------------------------------------------- sender thread
+
+    def _report_drops(self) -> None:
+        """Announce spool drops on ``…/warnings`` once connected (they are logged when made)."""
+        with self._drops_lock:
+            if not self._connected or self._warning_inflight is not None:
+                return
+            drop = self.spool.unreported_drops()
+            if drop is None:
+                return
+            body = payloads.warning_payload(
+                self.device_id, "spool_overflow",
+                f"the event spool reached its limits (max_events / max_age_s) and dropped "
+                f"{drop.count} oldest events, seq {drop.first_seq}..{drop.last_seq}",
+                dropped=drop.count, first_seq=drop.first_seq, last_seq=drop.last_seq)
+            info = self._client.publish(self.topics.warnings, payloads.encode(body),
+                                        qos=EVENT_QOS)
+            self._warning_inflight = (info.mid, drop)
+
+    def _warning_acked(self, mid: int) -> bool:
+        with self._drops_lock:
+            if self._warning_inflight is None or self._warning_inflight[0] != mid:
+                return False
+            drop, self._warning_inflight = self._warning_inflight[1], None
+        self.spool.mark_reported(drop)
+        self._report_drops()  # drops made while the warning was in flight
+        return True
+
+    def _sender_main(self) -> None:
+        sender = _SenderState()
+        next_limits_check = time.monotonic() + LIMITS_CHECK_INTERVAL_S
+        while not self._stopping.is_set():
+            try:
+                self._drain_inbox(sender, block=not self._can_send(sender))
+                if self._stopping.is_set():
+                    break
+                self._send_window(sender)
+                if time.monotonic() >= next_limits_check:
+                    next_limits_check = time.monotonic() + LIMITS_CHECK_INTERVAL_S
+                    if self.spool.enforce_limits() is not None:
+                        self._report_drops()
+            except Exception as err:  # the sender must survive a failing disk; it says so loudly
+                self.last_error = f"event sender failed: {err}"
+                log.exception("MQTT event sender failed; retrying in %g s", SENDER_ERROR_BACKOFF_S)
+                self._stopping.wait(SENDER_ERROR_BACKOFF_S)
+
+    def _can_send(self, sender: _SenderState) -> bool:
+        return (self._connected and sender.epoch == self._epoch
+                and len(sender.inflight) < self.config.max_inflight and sender.more_pending)
+
+    def _drain_inbox(self, sender: _SenderState, block: bool) -> None:
+        try:
+            item = self._inbox.get(timeout=SENDER_POLL_S) if block else self._inbox.get_nowait()
+        except queue.Empty:
+            sender.more_pending = True  # periodic re-check of the spool
+            return
+        while True:
+            kind, value = item
+            if kind == "ack":
+                seq = sender.inflight.pop(value, None)
+                if seq is None:
+                    self._warning_acked(value)
+                else:
+                    self.spool.ack(seq)
+                    with self._acked:
+                        self._acked.notify_all()
+            elif kind == "connected":
+                sender.epoch, sender.sent_upto = value, 0
+                sender.inflight.clear()
+                sender.more_pending = True
+            elif kind == "wake":
+                sender.more_pending = True
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+
+    def _send_window(self, sender: _SenderState) -> None:
+        room = self.config.max_inflight - len(sender.inflight)
+        if room <= 0 or not self._connected or sender.epoch != self._epoch:
+            return
+        events = self.spool.pending(after_seq=sender.sent_upto, limit=room)
+        sender.more_pending = len(events) == room
+        for event in events:
+            body = payloads.encode(event.to_payload())
+            with self._send_lock:
+                if not self._connected or sender.epoch != self._epoch:
+                    return
+                info = self._client.publish(self.topics.events, body, qos=EVENT_QOS)
+            if info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN:
+                return  # kept in the spool; the next CONNACK restarts the pass
+            sender.inflight[info.mid] = event.seq
+            sender.sent_upto = event.seq
+
+
+class _SenderState:
+    """What the sender thread alone knows about the current pass over the spool."""
+
+    def __init__(self) -> None:
+        self.epoch = 0
+        self.sent_upto = 0  # highest seq handed to paho in this connection epoch
+        self.inflight: dict[int, int] = {}  # paho mid → event seq, awaiting PUBACK
+        self.more_pending = True

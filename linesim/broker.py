@@ -1,0 +1,107 @@
+"""A local MQTT broker for the demo: Mosquitto on a free port, or the pure-Python amqtt broker
+when Mosquitto is not installed. The plant's broker, in miniature."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+READY_TIMEOUT_S = 15.0
+STOP_TIMEOUT_S = 5.0
+MOSQUITTO_PATHS = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def find_mosquitto() -> str | None:
+    found = shutil.which("mosquitto")
+    if found:
+        return found
+    return next((p for p in MOSQUITTO_PATHS if Path(p).exists()), None)
+
+
+def _amqtt_command() -> list[str] | None:
+    script = Path(sys.executable).with_name("amqtt")
+    return [str(script)] if script.exists() else None
+
+
+class LocalBroker:
+    """Starts a broker bound to 127.0.0.1 on a free port; use as a context manager."""
+
+    def __init__(self, prefer: str = "auto") -> None:
+        if prefer not in ("auto", "mosquitto", "amqtt"):
+            raise ValueError(f"prefer must be auto, mosquitto or amqtt; got {prefer!r}")
+        self.prefer = prefer
+        self.port = free_port()
+        self.kind = ""
+        self._dir = Path(tempfile.mkdtemp(prefix="broker-"))
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> LocalBroker:
+        mosquitto = find_mosquitto() if self.prefer in ("auto", "mosquitto") else None
+        if mosquitto:
+            config = self._dir / "mosquitto.conf"
+            config.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n")
+            command = [mosquitto, "-c", str(config)]
+            self.kind = "mosquitto"
+        else:
+            amqtt = _amqtt_command() if self.prefer in ("auto", "amqtt") else None
+            if amqtt is None:
+                raise RuntimeError(
+                    "no MQTT broker available: install Mosquitto (apt install mosquitto) or the "
+                    "pure-Python fallback (pip install 'edge-anomaly[demo]')."
+                )
+            config = self._dir / "amqtt.yaml"
+            config.write_text(
+                "listeners:\n  default:\n    type: tcp\n"
+                f"    bind: 127.0.0.1:{self.port}\n"
+                "plugins:\n  amqtt.plugins.authentication.AnonymousAuthPlugin:\n"
+                "    allow_anonymous: true\n"
+            )
+            command = [*amqtt, "-c", str(config)]
+            self.kind = "amqtt"
+        log = (self._dir / "broker.log").open("wb")
+        self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        self._wait_ready()
+        return self
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self._process is not None and self._process.poll() is not None:
+                raise RuntimeError(f"{self.kind} exited at start; see {self._dir}/broker.log")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"{self.kind} did not listen on port {self.port} within "
+                           f"{READY_TIMEOUT_S:.0f} s; see {self._dir}/broker.log")
+
+    def stop(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        self._process = None
+
+    def __enter__(self) -> LocalBroker:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.stop()

@@ -1,0 +1,301 @@
+"""MqttPublisher against a real Mosquitto: topics, schemas, Last Will, auth refusal, limits."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+from broker import (
+    MOSQUITTO,
+    SKIP_REASON,
+    Broker,
+    BrokerOptions,
+    Subscriber,
+    event_fields,
+    free_port,
+    write_password_file,
+)
+from tls_certs import make_server_certs
+
+from edge.errors import PublishError
+from edge.publish.mqtt import MqttPublisher
+from edge.publish.payloads import load_schema
+from edge.publish.settings import AuthConfig, MqttConfig, SpoolConfig, TlsConfig
+
+pytestmark = [pytest.mark.broker, pytest.mark.timeout(60)]
+
+DEVICE = "dev1"
+BUNDLE = {"name": "caps-v1", "sha256": "ab" * 32}
+WAIT_S = 10.0
+SECRET = "s3cr3t-Pa55word-never-logged"
+CHILD = Path(__file__).with_name("publisher_child.py")
+
+
+def make_config(broker_port: int, tmp_path: Path, **overrides: Any) -> MqttConfig:
+    values: dict[str, Any] = {"host": "127.0.0.1", "port": broker_port, "reconnect_min_s": 0.2,
+                              "reconnect_max_s": 1.0, "spool": SpoolConfig(path=Path("spool.db"))}
+    values.update(overrides)
+    return MqttConfig(**values)
+
+
+@pytest.fixture
+def publishers() -> Iterator[list[MqttPublisher]]:
+    made: list[MqttPublisher] = []
+    yield made
+    for publisher in made:
+        publisher.close()
+
+
+def start_publisher(config: MqttConfig, tmp_path: Path, made: list[MqttPublisher]) -> MqttPublisher:
+    publisher = MqttPublisher(config, DEVICE, BUNDLE, base_dir=tmp_path)
+    made.append(publisher)
+    publisher.start()
+    return publisher
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float = WAIT_S) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
+
+
+def test_events_in_order_schema_valid_with_state_status_and_stats(
+    mqtt_broker: Broker, mqtt_subscriber_factory: Callable[..., Subscriber], tmp_path: Path,
+    publishers: list[MqttPublisher],
+) -> None:
+    count = 50
+    sub = mqtt_subscriber_factory(mqtt_broker, [f"anomaly/{DEVICE}/#"])
+    pub = start_publisher(make_config(mqtt_broker.port, tmp_path), tmp_path, publishers)
+    assert wait_until(lambda: pub.connection_state == "connected")
+    pub.set_status("degraded", "camera reconnecting")
+    pub.publish_state("cap", {"state": "anomaly", "score": 0.07})
+    stored = [pub.submit_event(**event_fields(i)) for i in range(count)]
+    assert pub.flush(WAIT_S)
+    assert pub.spool_depth() == 0
+    pub.publish_stats({"fps": 9.5, "uptime_s": 12.0, "latency_ms": {"score": float("nan")}})
+    assert sub.wait_for(lambda ms: any(m.topic.endswith("/stats") for m in ms), WAIT_S)
+    assert sub.wait_for(lambda ms: len([m for m in ms if m.topic.endswith("/events")]) >= count,
+                        WAIT_S)
+
+    events = [m.json() for m in sub.on_topic("/events")]
+    assert [e["seq"] for e in events] == [e.seq for e in stored]
+    assert [e["event_id"] for e in events] == [e.event_id for e in stored]
+    for name, suffix in [("event", "/events"), ("status", "/status"),
+                         ("state", "/crops/cap/state"), ("stats", "/stats")]:
+        schema = load_schema(name)
+        messages = sub.on_topic(suffix)
+        assert messages, f"nothing on {suffix}"
+        for message in messages:
+            jsonschema.validate(message.json(), schema)
+    stats = sub.on_topic("/stats")[-1].json()
+    assert stats["fps"] == 9.5 and stats["spool_depth"] == 0 and stats["mqtt_state"] == "connected"
+    assert stats["latency_ms"] == {"score": None}  # NaN is not JSON; it must not stop the stats
+
+    # A late subscriber gets the retained status and crop state (and no old events).
+    late = mqtt_subscriber_factory(mqtt_broker, [f"anomaly/{DEVICE}/#"])
+    assert late.wait_for(lambda ms: len(ms) >= 2, WAIT_S)
+    retained = {m.topic: m for m in late.messages}
+    assert retained[f"anomaly/{DEVICE}/status"].retain
+    assert retained[f"anomaly/{DEVICE}/status"].json()["status"] == "degraded"
+    assert retained[f"anomaly/{DEVICE}/crops/cap/state"].json()["state"] == "anomaly"
+    assert not late.on_topic("/events")
+
+
+def test_last_will_marks_a_killed_process_offline(
+    mqtt_broker: Broker, mqtt_subscriber_factory: Callable[..., Subscriber], tmp_path: Path,
+) -> None:
+    child = subprocess.Popen(
+        [sys.executable, str(CHILD), "--port", str(mqtt_broker.port),
+         "--spool", str(tmp_path / "spool.db"), "--hold-s", "60"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "READY"
+        sub = mqtt_subscriber_factory(mqtt_broker, [f"anomaly/{DEVICE}/status"])
+        assert sub.wait_for(lambda ms: any(m.json()["status"] == "online" for m in ms), WAIT_S)
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=WAIT_S)
+        assert sub.wait_for(lambda ms: ms[-1].json()["status"] == "offline", WAIT_S)
+    finally:
+        child.kill()
+        child.wait()
+        if child.stdout:
+            child.stdout.close()
+    late = mqtt_subscriber_factory(mqtt_broker, [f"anomaly/{DEVICE}/status"])
+    assert late.wait_for(lambda ms: bool(ms), WAIT_S)
+    will = late.messages[0]
+    assert will.retain
+    jsonschema.validate(will.json(), load_schema("status"))
+    assert will.json()["status"] == "offline"
+    assert will.json()["reason"] == "connection lost (last will)"
+
+
+def _auth_broker(factory: Callable[..., Broker], tmp_path: Path) -> Broker:
+    password_file = write_password_file(tmp_path / "passwd", "edge", SECRET)
+    return factory(BrokerOptions(password_file=password_file))
+
+
+def test_wrong_password_is_a_clear_error_without_a_retry_storm(
+    mqtt_broker_factory: Callable[..., Broker], tmp_path: Path, publishers: list[MqttPublisher],
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    broker = _auth_broker(mqtt_broker_factory, tmp_path)
+    monkeypatch.setenv("EDGE_MQTT_USER", "edge")
+    monkeypatch.setenv("EDGE_MQTT_PASSWORD", "wrong-" + SECRET)
+    auth = AuthConfig(username_env="EDGE_MQTT_USER", password_env="EDGE_MQTT_PASSWORD")
+    caplog.set_level(logging.DEBUG)
+    pub = start_publisher(make_config(broker.port, tmp_path, auth=auth, reconnect_max_s=1.0),
+                          tmp_path, publishers)
+    assert wait_until(lambda: pub.connection_state == "refused")
+    event = pub.submit_event(**event_fields(0))  # still stored: nothing is lost while refused
+    observe_s = 3.0
+    time.sleep(observe_s)
+    assert pub.connection_state == "refused"
+    assert pub.last_error is not None and "refused" in pub.last_error
+    assert "password" in pub.last_error  # it says what to check
+    attempts = broker.log_path.read_text().count("New connection from")
+    print(f"[wrong password] {attempts} connection attempts in ~{observe_s:g} s")
+    # Slow retry at reconnect_max_s: a handful of attempts, not a storm (hundreds).
+    assert 1 <= attempts <= observe_s / pub.config.reconnect_max_s + 3, attempts
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "refused" in errors[0].getMessage()
+    assert SECRET not in caplog.text
+    assert pub.spool_depth() == 1 and event.seq == 1
+
+
+def test_secrets_are_never_in_logs_or_stats(
+    mqtt_broker_factory: Callable[..., Broker], mqtt_subscriber_factory: Callable[..., Subscriber],
+    tmp_path: Path, publishers: list[MqttPublisher], caplog: pytest.LogCaptureFixture,
+) -> None:
+    broker = _auth_broker(mqtt_broker_factory, tmp_path)
+    (tmp_path / "user").write_text("edge\n")
+    (tmp_path / "password").write_text(SECRET + "\n")
+    auth = AuthConfig(username_file=Path("user"), password_file=Path("password"))
+    caplog.set_level(logging.DEBUG)
+    sub = mqtt_subscriber_factory(broker, [f"anomaly/{DEVICE}/#"], username="edge",
+                                  password=SECRET)
+    pub = start_publisher(make_config(broker.port, tmp_path, auth=auth), tmp_path, publishers)
+    assert wait_until(lambda: pub.connection_state == "connected")
+    pub.submit_event(**event_fields(0))
+    assert pub.flush(WAIT_S)
+    pub.publish_stats({"fps": 1.0})
+    assert sub.wait_for(lambda ms: any(m.topic.endswith("/stats") for m in ms), WAIT_S)
+    assert all(SECRET.encode() not in m.payload for m in sub.messages)
+    assert SECRET not in caplog.text
+
+
+def test_oversized_payload_is_refused_clearly_and_kept(
+    mqtt_broker: Broker, mqtt_subscriber_factory: Callable[..., Subscriber], tmp_path: Path,
+    publishers: list[MqttPublisher],
+) -> None:
+    limit = 1024
+    sub = mqtt_subscriber_factory(mqtt_broker, [f"anomaly/{DEVICE}/events"])
+    pub = start_publisher(make_config(mqtt_broker.port, tmp_path, max_payload_bytes=limit),
+                          tmp_path, publishers)
+    with pytest.raises(PublishError, match="max_payload_bytes") as info:
+        pub.submit_event(**event_fields(0, extra={"blob": "x" * 2 * limit}))
+    assert str(limit) in str(info.value)
+    assert pub.spool_depth() == 0
+    rejected = pub.spool._conn.execute("SELECT COUNT(*) FROM rejected").fetchone()[0]
+    assert rejected == 1
+    bad = event_fields(2)
+    bad["score"] = float("nan")
+    with pytest.raises(PublishError, match="NaN"):
+        pub.submit_event(**bad)
+    ok = pub.submit_event(**event_fields(1))
+    assert ok.seq == 1  # no gap in seq for the refused event
+    assert pub.flush(WAIT_S)
+    assert sub.wait_for(lambda ms: len(ms) == 1, WAIT_S)
+
+
+@pytest.mark.skipif(MOSQUITTO is None, reason=SKIP_REASON)
+def test_spool_overflow_while_offline_publishes_a_warning_after_restart(
+    mqtt_subscriber_factory: Callable[..., Subscriber], tmp_path: Path,
+    publishers: list[MqttPublisher],
+) -> None:
+    max_events = 100
+    port = free_port()
+    config = make_config(port, tmp_path,
+                         spool=SpoolConfig(path=Path("spool.db"), max_events=max_events))
+    offline = MqttPublisher(config, DEVICE, BUNDLE, base_dir=tmp_path)
+    offline.start()  # no broker on this port: everything waits in the spool
+    for i in range(max_events + 7):
+        offline.submit_event(**event_fields(i))
+    assert offline.spool_depth() == max_events
+    offline.close()  # the process restarts before it ever reaches the broker
+
+    (tmp_path / "b").mkdir()
+    broker = Broker(tmp_path / "b", port=port).start()
+    try:
+        sub = mqtt_subscriber_factory(broker, [f"anomaly/{DEVICE}/#"])
+        pub = start_publisher(config, tmp_path, publishers)
+        assert pub.flush(WAIT_S)
+        assert sub.wait_for(lambda ms: any(m.topic.endswith("/warnings") for m in ms), WAIT_S)
+        warning = sub.on_topic("/warnings")[0].json()
+        jsonschema.validate(warning, load_schema("warning"))
+        assert (warning["dropped"], warning["first_seq"], warning["last_seq"]) == (7, 1, 7)
+        assert sub.wait_for(lambda ms: len([m for m in ms if m.topic.endswith("/events")])
+                            >= max_events, WAIT_S)
+        assert [m.json()["seq"] for m in sub.on_topic("/events")] == list(range(8, 108))
+        # Announced once the broker acknowledged the warning, so a restart will not repeat it.
+        assert wait_until(lambda: pub.spool.unreported_drops() is None)
+        pub.close()
+    finally:
+        broker.stop()
+
+
+def test_tls_with_password_against_a_real_broker(
+    mqtt_broker_factory: Callable[..., Broker], mqtt_subscriber_factory: Callable[..., Subscriber],
+    tmp_path: Path, publishers: list[MqttPublisher], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    certs = make_server_certs(tmp_path)
+    broker = mqtt_broker_factory(BrokerOptions(
+        password_file=write_password_file(tmp_path / "passwd", "edge", SECRET),
+        tls_ca=certs.ca, tls_cert=certs.cert, tls_key=certs.key))
+    monkeypatch.setenv("EDGE_MQTT_USER", "edge")
+    monkeypatch.setenv("EDGE_MQTT_PASSWORD", SECRET)
+    sub = mqtt_subscriber_factory(broker, [f"anomaly/{DEVICE}/events"], username="edge",
+                                  password=SECRET, ca_certs=str(certs.ca))
+    config = make_config(
+        broker.port, tmp_path, tls=TlsConfig(ca_file=Path("ca.pem")),
+        auth=AuthConfig(username_env="EDGE_MQTT_USER", password_env="EDGE_MQTT_PASSWORD"))
+    pub = start_publisher(config, tmp_path, publishers)
+    assert wait_until(lambda: pub.connection_state == "connected"), pub.last_error
+    stored = [pub.submit_event(**event_fields(i)).seq for i in range(5)]
+    assert pub.flush(WAIT_S)
+    assert sub.wait_for(lambda ms: len(ms) == len(stored), WAIT_S)
+    assert [m.json()["seq"] for m in sub.messages] == stored
+
+
+# paho-mqtt 2.2 does not close the SSL socket of a failed handshake (garbage-collected later);
+# that third-party ResourceWarning is not ours to fix.
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_tls_with_an_unknown_ca_never_connects(
+    mqtt_broker_factory: Callable[..., Broker], tmp_path: Path, publishers: list[MqttPublisher],
+) -> None:
+    certs = make_server_certs(tmp_path)
+    other = tmp_path / "other"
+    other.mkdir()
+    stranger = make_server_certs(other)  # a CA the broker's certificate is not signed by
+    broker = mqtt_broker_factory(BrokerOptions(tls_ca=certs.ca, tls_cert=certs.cert,
+                                               tls_key=certs.key))
+    pub = start_publisher(make_config(broker.port, tmp_path, tls=TlsConfig(ca_file=stranger.ca)),
+                          tmp_path, publishers)
+    assert wait_until(lambda: pub.last_error is not None)
+    time.sleep(0.5)
+    assert pub.connection_state != "connected"
+    assert "TLS" in (pub.last_error or "")
+    pub.close()
+    gc.collect()  # let paho's leaked sockets warn here, under this test's filters

@@ -1,0 +1,166 @@
+"""The trained bundle: fully int8, faithful to the float model, calibrated on int8 scores, and
+accepted by the edge's own loader (a tampered one refused)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_trainer_model import graph_report
+from trainer_support import anomaly_images, normal_images
+
+from edge.bundle import load_bundle
+from edge.errors import BundleError, ConfigError
+from edge.scoring import Scorer
+from trainer.data import from_arrays, load_dataset, make_spec
+from trainer.evaluate import evaluate_bundle, format_report
+from trainer.export import FLOAT_KERAS_FILE, check_output_dir
+from trainer.fit import FitOptions, fit_autoencoder
+from trainer.model import ModelConfig
+
+MIN_PEARSON = 0.99
+MIN_AUROC = 0.95
+
+
+def _json(bundle: Path) -> dict:
+    return json.loads((bundle / "bundle.json").read_text())
+
+
+def test_every_exported_model_is_full_int8(trainer_bundle: Path) -> None:
+    bundle = load_bundle(trainer_bundle)
+    assert bundle.batch_sizes == (1, 16)
+    for size in bundle.batch_sizes:
+        _, problems = graph_report(bundle.model_path(size).read_bytes())
+        assert problems == [], size
+
+
+def test_bundle_json_has_every_field_the_design_lists(trainer_bundle: Path) -> None:
+    data = _json(trainer_bundle)
+    assert data["format_version"] == 1
+    assert data["input"] == {"height": 16, "width": 16, "channels": 1, "color_mode": "grey",
+                             "resize": "bilinear", "normalisation": "x/255"}
+    assert data["score"]["name"] == "reconstruction_mse"
+    threshold = data["threshold"]
+    assert threshold["rule"] == "quantile:0.999" and threshold["params"] == {"q": 0.999}
+    assert threshold["scores_from"] == "int8" and threshold["high"] > 0
+    assert threshold["chosen_on"]["split"].startswith("held-back validation normals")
+    assert threshold["chosen_on"]["normals"] == 40  # 20 % of 200
+    normal = data["normal_scores"]
+    assert normal["count"] == 40 and normal["scores_from"] == "int8"
+    assert {"mean", "std", "min", "max"} <= set(normal)
+    assert set(normal["quantiles"]) == {"0.5", "0.9", "0.95", "0.99", "0.999"}
+    assert {"pearson", "spearman", "auroc_float", "auroc_int8"} <= set(data["agreement"])
+    provenance = data["provenance"]
+    assert {"data", "steps", "epochs", "seed", "libraries", "created_at", "model",
+            "model_bytes", "conversion_seconds"} <= set(provenance)
+    assert provenance["created_at"].endswith("Z")
+    assert provenance["libraries"]["tensorflow-cpu"]
+    assert provenance["model"]["filters"] == [16, 32]
+    assert provenance["data"]["train_normals"] == 200
+    history = data["training"]["history"]
+    assert history and {"loss", "val_loss", "steps"} <= set(history[0])
+    assert data["training"]["baseline"]["val_mse"] > 0
+
+
+def test_int8_scores_agree_with_float(trainer_bundle: Path) -> None:
+    agreement = _json(trainer_bundle)["agreement"]
+    assert agreement["pearson"] >= MIN_PEARSON
+    assert agreement["auroc_int8"] >= MIN_AUROC and agreement["auroc_float"] >= MIN_AUROC
+
+
+def test_anomalies_score_above_normals(trainer_bundle: Path, trainer_mvtec_dir: Path) -> None:
+    result = evaluate_bundle(trainer_bundle, trainer_mvtec_dir)
+    assert result["split"] == "test normals + test anomalies"
+    assert result["normals"] == 30 and result["anomalies"] == 20
+    assert result["int8"]["auroc"] >= MIN_AUROC
+    assert result["float"]["auroc"] >= MIN_AUROC  # float_model.keras was kept
+    assert result["int8"]["tnr"] >= 0.9
+    confusion = result["int8"]["confusion"]
+    assert sum(confusion.values()) == 50
+    assert "int8" in format_report(result) and "float" in format_report(result)
+
+
+def test_batch_models_score_like_batch_one(trainer_bundle: Path,
+                                           trainer_mvtec_dir: Path) -> None:
+    bundle = load_bundle(trainer_bundle)
+    crops = load_dataset(trainer_mvtec_dir, bundle.input).test_normals[:16]
+    single = Scorer(bundle, batch_sizes=(1,)).score(crops)
+    batched = Scorer(bundle).score(crops)  # one batch-16 invoke
+    np.testing.assert_allclose(batched, single, rtol=0.05, atol=1e-5)
+
+
+def test_tampered_model_is_refused_by_the_edge(trainer_bundle: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "tampered"
+    shutil.copytree(trainer_bundle, copy)
+    model = copy / "model.tflite"
+    blob = bytearray(model.read_bytes())
+    blob[len(blob) // 2] ^= 0xFF
+    model.write_bytes(bytes(blob))
+    with pytest.raises(BundleError, match=r"sha256.*modified or truncated"):
+        load_bundle(copy)
+
+
+def test_float_model_kept_only_on_request(trainer_bundle: Path) -> None:
+    assert (trainer_bundle / FLOAT_KERAS_FILE).is_file()
+    assert not any(p.name.startswith(".") for p in trainer_bundle.parent.iterdir())  # no staging
+
+
+def test_output_dir_that_is_not_a_bundle_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match=r"not a bundle.*refusing to overwrite"):
+        check_output_dir(tmp_path)
+    check_output_dir(tmp_path / "new")  # a new directory is fine
+
+
+def _tiny_fit(count: int, steps: int, seed: int = 0):
+    spec = make_spec(16, 1)
+    dataset = from_arrays(spec, normal_images(count, 16), test_anomalies=anomaly_images(4, 16))
+    config = ModelConfig(height=16, width=16, channels=1, filters=(4, 8), latent=2)
+    options = FitOptions(steps=steps, batch_size=8, seed=seed, augment=("shift", "hflip", "noise"))
+    return fit_autoencoder(dataset, config, options, report=lambda message: None, progress=False)
+
+
+def test_same_seed_same_weights_and_small_data_warnings() -> None:
+    first, second = _tiny_fit(20, 10), _tiny_fit(20, 10)
+    # Equal up to float summation order (a oneDNN build may reorder sums between runs).
+    for a, b in zip(first.model.get_weights(), second.model.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    assert [h["loss"] for h in first.history] == pytest.approx([h["loss"] for h in second.history],
+                                                               rel=1e-4)
+    assert len(first.val_normals) == 4 and len(first.train_normals) == 16
+    joined = " ".join(first.warnings)
+    assert "fewer than 50" in joined
+    # Ten steps teach the autoencoder nothing: the PCA baseline must call that out.
+    assert "no better than a linear baseline" in joined
+
+
+def test_epochs_convert_to_steps() -> None:
+    options = FitOptions(epochs=2, batch_size=8)
+    spec = make_spec(16, 1)
+    dataset = from_arrays(spec, normal_images(20, 16))
+    config = ModelConfig(height=16, width=16, channels=1, filters=(4,), latent=2)
+    fit = fit_autoencoder(dataset, config, options, report=lambda message: None, progress=False)
+    assert fit.steps_budget == 2 * 2  # 16 training normals / batch 8 = 2 steps per epoch
+
+
+def test_rgb_padded_size_from_a_dataset_object(tmp_path: Path) -> None:
+    """30 px RGB (padded to 32 inside the model) through the whole pipeline, from arrays."""
+    from trainer import fit_bundle
+
+    spec = make_spec(30, 3)
+    dataset = from_arrays(spec, normal_images(60, 30, rgb=True),
+                          test_anomalies=anomaly_images(6, 30, rgb=True))
+    bundle_dir = fit_bundle(dataset, tmp_path / "rgb", steps=20, filters=(4, 8), latent=2,
+                            batch_sizes="1", threshold="max", progress=False,
+                            report=lambda message: None)
+    bundle = load_bundle(bundle_dir)
+    assert bundle.input.shape == (30, 30, 3) and bundle.input.color_mode == "rgb"
+    assert bundle.batch_sizes == (1,)
+    ops, problems = graph_report(bundle.model_path(1).read_bytes())
+    assert problems == [] and {"PAD", "STRIDED_SLICE"} <= ops
+    scores = Scorer(bundle).score(dataset.train_normals[:3])
+    assert scores.shape == (3,) and np.all(scores >= 0)
+    assert bundle.threshold.rule == "max"

@@ -1,0 +1,109 @@
+"""The autoencoder builds for any size and converts to an int8 graph the Edge TPU accepts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ai_edge_litert.interpreter import Interpreter, OpResolverType
+from trainer_support import normal_images
+
+from edge.errors import ConfigError
+from trainer.model import ModelConfig, build_model
+from trainer.quantize import convert_int8, parse_batch_sizes
+
+# Ops an int8 export may contain: all quantize cleanly and are on the Coral Edge TPU list.
+# PAD / STRIDED_SLICE appear only when the size is not a multiple of 2**stages.
+# TFLite does not fuse ReLU into TRANSPOSE_CONV, so a separate int8 RELU follows each one.
+ALLOWED_OPS = {"CONV_2D", "TRANSPOSE_CONV", "RELU", "LOGISTIC", "PAD", "STRIDED_SLICE"}
+# int32 tensors TFLite requires in an otherwise int8 graph, as (op, input position):
+# biases of (transposed) convolutions are int32 by the TFLite int8 spec (scale = in × weight
+# scale); the output shape of TRANSPOSE_CONV, PAD's paddings and STRIDED_SLICE's begin/end/strides
+# are constant int32 index tensors, not activations.
+INT32_INPUTS = {("CONV_2D", 2), ("TRANSPOSE_CONV", 0), ("TRANSPOSE_CONV", 3), ("PAD", 1),
+                ("STRIDED_SLICE", 1), ("STRIDED_SLICE", 2), ("STRIDED_SLICE", 3)}
+
+
+def graph_report(blob: bytes) -> tuple[set[str], list[str]]:
+    """(op names, problems) of a flatbuffer as the interpreter sees it without delegates."""
+    interpreter = Interpreter(
+        model_content=blob,
+        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    interpreter.allocate_tensors()
+    ops = interpreter._get_ops_details()
+    allowed_int32 = {op["inputs"][position] for op in ops
+                     for name, position in INT32_INPUTS
+                     if op["op_name"] == name and position < len(op["inputs"])}
+    # Only tensors of the model graph; the interpreter's scratch buffers (im2col) are unnamed
+    # and not part of what is exported.
+    in_graph = {int(i) for op in ops for i in (*op["inputs"], *op["outputs"])}
+    problems = []
+    for tensor in interpreter.get_tensor_details():
+        if tensor["index"] not in in_graph:
+            continue
+        dtype = np.dtype(tensor["dtype"])
+        if dtype == np.int8:
+            # Weights are quantized per output channel: scales live in quantization_parameters.
+            if not len(tensor["quantization_parameters"]["scales"]):
+                problems.append(f"int8 tensor {tensor['name']} has no scale")
+        elif dtype == np.int32:
+            if tensor["index"] not in allowed_int32:
+                problems.append(f"unexpected int32 tensor {tensor['name']}")
+        else:
+            problems.append(f"{dtype} tensor {tensor['name']}")
+    for kind, details in (("input", interpreter.get_input_details()[0]),
+                          ("output", interpreter.get_output_details()[0])):
+        if details["dtype"] != np.int8:
+            problems.append(f"{kind} is {np.dtype(details['dtype'])}")
+    return {op["op_name"] for op in ops}, problems
+
+
+@pytest.mark.parametrize(("size", "filters"), [(16, (8, 16)), (28, (8, 16)), (30, (8, 16)),
+                                               (17, (8,)), (64, (8, 16, 16))])
+def test_output_shape_equals_input_for_any_size(size: int, filters: tuple[int, ...]) -> None:
+    config = ModelConfig(height=size, width=size, channels=1, filters=filters, latent=4)
+    model = build_model(config, batch_size=2)
+    assert model.output_shape == (2, size, size, 1)
+    forbidden = {"Lambda", "Dense", "Flatten"}
+    assert not forbidden & {layer.__class__.__name__ for layer in model.layers}
+
+
+def test_rgb_model_and_bad_configs() -> None:
+    model = build_model(ModelConfig(height=20, width=24, channels=3))
+    assert model.output_shape == (None, 20, 24, 3)
+    with pytest.raises(ConfigError, match="fewer --filters"):
+        ModelConfig(height=16, width=16, channels=1, filters=(8, 8, 8, 8))
+    with pytest.raises(ConfigError, match="vae is planned"):
+        build_model(ModelConfig(height=16, width=16, channels=1, kind="vae"))
+    with pytest.raises(ConfigError, match="not available"):
+        ModelConfig(height=16, width=16, channels=1, kind="gan")
+
+
+@pytest.mark.parametrize(("size", "batch"), [(30, 1), (28, 4)])
+def test_int8_export_is_fully_integer_with_fixed_batch(size: int, batch: int) -> None:
+    config = ModelConfig(height=size, width=size, channels=1, filters=(8, 16), latent=4)
+    model = build_model(config)
+    crops = normal_images(16, size)[..., None]
+    blob = convert_int8(model, config, batch, crops)
+    ops, problems = graph_report(blob)
+    assert problems == []
+    assert ops <= ALLOWED_OPS, ops - ALLOWED_OPS  # no SHAPE / PACK from a dynamic batch
+    assert ("PAD" in ops) == (size % 4 != 0)
+    interpreter = Interpreter(model_content=blob)
+    details = interpreter.get_input_details()[0]
+    assert tuple(details["shape"]) == (batch, size, size, 1)
+    # Input spans exactly [0, 1]: every uint8 pixel has its own int8 code.
+    assert details["quantization"] == pytest.approx((1 / 255, -128))
+
+
+def test_batch_sizes_always_include_one() -> None:
+    assert parse_batch_sizes("16,4") == (1, 4, 16)
+    assert parse_batch_sizes([24]) == (1, 24)
+    with pytest.raises(Exception, match="comma-separated"):
+        parse_batch_sizes("1;16")
+
+
+def test_cli_model_choices_match_the_registry() -> None:
+    from trainer.defaults import MODEL_KINDS
+    from trainer.model import MODEL_BUILDERS
+
+    assert set(MODEL_KINDS) == set(MODEL_BUILDERS)

@@ -1,0 +1,146 @@
+"""The compact convolutional autoencoder, built only from ops that quantize to full int8.
+
+Encoder: one stride-2 3×3 Conv2D + ReLU per entry of ``filters``, then a 1×1 Conv2D + ReLU down to
+``latent`` channels. Decoder: a stride-2 Conv2DTranspose + ReLU per stage in reverse, then a 3×3
+Conv2D with a sigmoid so the output lives in [0, 1] like the input. Every op (CONV_2D,
+TRANSPOSE_CONV, LOGISTIC, and PAD / STRIDED_SLICE for odd sizes) converts to int8 TFLite and is on
+the Coral Edge TPU's supported list; there is no Lambda, Dense or Flatten.
+
+The model is built with a FIXED batch dimension (``keras.Input(..., batch_size=B)``) for export:
+a dynamic batch leaves SHAPE / STRIDED_SLICE / PACK ops around each transposed convolution
+(docs in DESIGN.md). Training uses the same graph with a free batch; weights are copied across.
+
+Sizes that do not divide by 2**stages (e.g. 30 with two stages) are zero-padded up to the next
+multiple at the input and cropped back at the output, so any size works with any stage count.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from edge.errors import ConfigError
+from trainer.backend import keras
+from trainer.defaults import DEFAULT_FILTERS, DEFAULT_LATENT_CHANNELS
+
+KERNEL_SIZE = 3
+STRIDE = 2
+# Smallest spatial side the bottleneck may reach (px); deeper stages would only blur.
+MIN_BOTTLENECK_SIDE_PX = 2
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild the network; stored in bundle.json provenance."""
+
+    height: int
+    width: int
+    channels: int
+    filters: tuple[int, ...] = DEFAULT_FILTERS
+    latent: int = DEFAULT_LATENT_CHANNELS
+    kind: str = "ae"
+
+    def __post_init__(self) -> None:
+        if self.kind not in MODEL_BUILDERS:
+            raise ConfigError(
+                f"--model {self.kind!r} is not available; choose one of "
+                f"{sorted(k for k in MODEL_BUILDERS if k not in PLANNED_KINDS)}."
+            )
+        if not self.filters or min(self.filters) < 1 or self.latent < 1:
+            raise ConfigError(
+                f"filters {self.filters} / latent {self.latent} must be positive, with at least "
+                "one stage (e.g. --filters 16,32 --latent 8)."
+            )
+        side = min(self.height, self.width)
+        if math.ceil(side / STRIDE ** len(self.filters)) < MIN_BOTTLENECK_SIDE_PX:
+            raise ConfigError(
+                f"{len(self.filters)} stride-2 stages shrink a {side} px input below "
+                f"{MIN_BOTTLENECK_SIDE_PX} px; use fewer --filters entries or a larger --size."
+            )
+
+    @property
+    def padded_shape(self) -> tuple[int, int]:
+        """(height, width) rounded up to a multiple of 2**stages."""
+        factor = STRIDE ** len(self.filters)
+        return (math.ceil(self.height / factor) * factor, math.ceil(self.width / factor) * factor)
+
+    @property
+    def bottleneck_values(self) -> int:
+        """Numbers per sample at the bottleneck (its capacity)."""
+        factor = STRIDE ** len(self.filters)
+        padded_h, padded_w = self.padded_shape
+        return (padded_h // factor) * (padded_w // factor) * self.latent
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["filters"] = list(self.filters)
+        return data
+
+
+def build_conv_autoencoder(config: ModelConfig, batch_size: int | None = None) -> keras.Model:
+    """The default ``ae`` model; ``batch_size`` None for training, an int for export."""
+    inputs = keras.Input(shape=(config.height, config.width, config.channels),
+                         batch_size=batch_size, name="crop")
+    pad_h = config.padded_shape[0] - config.height
+    pad_w = config.padded_shape[1] - config.width
+    x = inputs
+    if pad_h or pad_w:
+        # Bottom/right zero padding: PAD quantizes exactly (pads with the zero point).
+        x = keras.layers.ZeroPadding2D(((0, pad_h), (0, pad_w)), name="pad")(x)
+    for stage, filters in enumerate(config.filters):
+        x = keras.layers.Conv2D(filters, KERNEL_SIZE, strides=STRIDE, padding="same",
+                                activation="relu", name=f"encode_{stage}")(x)
+    x = keras.layers.Conv2D(config.latent, 1, activation="relu", name="latent")(x)
+    for stage, filters in reversed(list(enumerate(config.filters))):
+        x = keras.layers.Conv2DTranspose(filters, KERNEL_SIZE, strides=STRIDE, padding="same",
+                                         activation="relu", name=f"decode_{stage}")(x)
+    x = keras.layers.Conv2D(config.channels, KERNEL_SIZE, padding="same", activation="sigmoid",
+                            name="reconstruction")(x)
+    if pad_h or pad_w:
+        x = keras.layers.Cropping2D(((0, pad_h), (0, pad_w)), name="crop_back")(x)
+    return keras.Model(inputs, x, name="conv_autoencoder")
+
+
+def _build_vae(config: ModelConfig, batch_size: int | None = None) -> keras.Model:
+    # Reserved for the variational model (its own issue). The export path stays the same: a
+    # deterministic decoder of the posterior mean, so the int8 graph keeps the same op set.
+    raise ConfigError("--model vae is planned but not implemented yet; use --model ae.")
+
+
+ModelBuilder = Callable[[ModelConfig, "int | None"], keras.Model]
+
+# One registry line per model kind; the CLI's --model choices come from here.
+MODEL_BUILDERS: dict[str, ModelBuilder] = {
+    "ae": build_conv_autoencoder,
+    "vae": _build_vae,
+}
+PLANNED_KINDS = frozenset({"vae"})
+
+
+def build_model(config: ModelConfig, batch_size: int | None = None) -> keras.Model:
+    """Build the network ``config.kind`` describes, with a free or a fixed batch dimension."""
+    return MODEL_BUILDERS[config.kind](config, batch_size)
+
+
+def clone_with_batch(model: keras.Model, config: ModelConfig, batch_size: int) -> keras.Model:
+    """A fixed-batch copy of a trained model (same layers, same weights)."""
+    fixed = build_model(config, batch_size)
+    fixed.set_weights(model.get_weights())
+    return fixed
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    """Sizes reported to the user and recorded in provenance."""
+
+    parameters: int
+    bottleneck_values: int
+    layers: list[str] = field(default_factory=list)
+
+
+def summarize(model: keras.Model, config: ModelConfig) -> ModelSummary:
+    return ModelSummary(parameters=int(model.count_params()),
+                        bottleneck_values=config.bottleneck_values,
+                        layers=[layer.__class__.__name__ for layer in model.layers])
