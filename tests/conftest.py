@@ -69,8 +69,9 @@ def runtime_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 # Importing the trainer package sets TensorFlow's log level before any test imports TensorFlow;
 # it does not load TF itself.
-import trainer  # noqa: E402, F401
 from trainer_support import write_mvtec  # noqa: E402
+
+import trainer  # noqa: E402, F401
 
 # Small enough for the suite's time budget, long enough for the blobs-vs-squares task (~10 s).
 TRAINER_TEST_STEPS = 300

@@ -46,6 +46,7 @@ MIN_NORMALS = 10          # below this no split is meaningful: refuse
 FEW_NORMALS_WARNING = 50  # below this, warn that thresholds will be rough
 MIN_VAL_NORMALS = 2
 PCA_VARIANCE = 0.90       # components the linear baseline keeps: this share of train variance
+PCA_MAX_SAMPLES = 2000    # training normals the baseline is fitted on, at most
 PIXEL_MAX = 255.0
 DEFAULT_SHIFT_PX = 2
 DEFAULT_NOISE_STD = 0.05  # denoising noise, in [0, 1] pixel units
@@ -183,6 +184,9 @@ def float_scores(model: keras.Model, images_u8: np.ndarray) -> np.ndarray:
 
 def pca_baseline(train_u8: np.ndarray, val_u8: np.ndarray, seed: int) -> dict[str, Any]:
     """Mean reconstruction MSE on the validation normals of a PCA fitted on training normals."""
+    if len(train_u8) > PCA_MAX_SAMPLES:  # a baseline, not a model: a sample is enough
+        rng = np.random.default_rng(seed)
+        train_u8 = train_u8[rng.choice(len(train_u8), PCA_MAX_SAMPLES, replace=False)]
     train = to_unit(train_u8).reshape(len(train_u8), -1)
     val = to_unit(val_u8).reshape(len(val_u8), -1)
     limit = min(len(train) - 1, train.shape[1])
