@@ -214,14 +214,21 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
-def load_bundle(path: str | Path, *, verify: bool = True) -> Bundle:
+def load_bundle(path: str | Path, *, verify: bool = True,
+                public_key: Path | None = None) -> Bundle:
     """Read ``bundle.json`` from ``path`` (the directory or the file) and verify model hashes.
 
-    Raises BundleError naming the file and the mismatch when anything is off.
+    With ``public_key``, the bundle must also carry a valid Ed25519 signature by that key
+    (edge/signing.py), checked before anything in it is trusted. Raises BundleError naming the
+    file and the mismatch when anything is off.
     """
     path = Path(path)
     data = _read_json(path)
     bundle_dir = path.parent if path.is_file() else path
+    if public_key is not None:
+        from edge.signing import verify_bundle
+
+        verify_bundle(bundle_dir, public_key)
     version = data.get("format_version")
     if version != FORMAT_VERSION:
         raise BundleError(

@@ -23,7 +23,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
     from edge.preprocess import load_image, prepare_crop
     from edge.scoring import Scorer
 
-    bundle = load_bundle(args.bundle)
+    bundle = load_bundle(args.bundle, public_key=args.public_key)
     scorer = Scorer(bundle, backend=args.backend, num_threads=args.threads, batch_sizes=(1,))
     threshold = bundle.threshold
     failures = 0
@@ -85,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--json", action="store_true", help="one JSON object per line")
     score.add_argument("--backend", default=DEFAULT_BACKEND, choices=sorted(BACKENDS))
     score.add_argument("--threads", type=int, default=2, help="interpreter threads (default 2)")
+    score.add_argument("--public-key", type=Path, default=None,
+                       help="refuse the bundle unless it is signed by this Ed25519 key (PEM)")
     score.set_defaults(func=_cmd_score)
 
     run = sub.add_parser("run", help="run the line: capture → crops → scores → MQTT")

@@ -270,6 +270,7 @@ class DeviceConfig(_Strict):
 
     device_id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     bundle: ConfigPath
+    bundle_public_key: ConfigPath | None = None  # when set, only bundles signed by it run
     scorer: ScorerConfig = ScorerConfig()
     source: SourceConfig
     layout: LayoutConfig

@@ -83,7 +83,8 @@ class Runtime:
                  bundle: Bundle | None = None) -> None:
         self.config = config
         self.max_frames = max_frames
-        self.bundle = bundle if bundle is not None else load_bundle(config.bundle)
+        self.bundle = bundle if bundle is not None else load_bundle(
+            config.bundle, public_key=config.bundle_public_key)
         self.bundle_info = {"name": self.bundle.name, "sha256": self.bundle.sha256}
         self.scorer = Scorer(self.bundle, backend=config.scorer.backend,
                              num_threads=config.scorer.num_threads)

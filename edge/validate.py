@@ -87,7 +87,7 @@ def _check(config: DeviceConfig, problems: list[str]) -> list[str]:
     lines = [f"device {config.device_id}"]
     bundle = None
     try:
-        bundle = load_bundle(config.bundle)
+        bundle = load_bundle(config.bundle, public_key=config.bundle_public_key)
         Scorer(bundle, backend=config.scorer.backend, num_threads=config.scorer.num_threads)
         spec, threshold = bundle.input, bundle.threshold
         lines.append(

@@ -1,0 +1,91 @@
+"""Signed bundles: with a public key configured, only bundles signed by its owner run."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edge.bundle import load_bundle
+from edge.errors import BundleError, ConfigError
+from edge.signing import SIGNATURE_FILE, generate_keypair, sign_bundle
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "models" / "demo-wells"
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> dict[str, Path]:
+    paths = {}
+    for owner in ("ours", "theirs"):
+        paths[owner] = tmp_path / f"{owner}.pem"
+        paths[f"{owner}_pub"] = tmp_path / f"{owner}.pub.pem"
+        generate_keypair(paths[owner], paths[f"{owner}_pub"])
+    return paths
+
+
+@pytest.fixture
+def bundle(tmp_path: Path) -> Path:
+    return Path(shutil.copytree(EXAMPLE, tmp_path / "bundle"))
+
+
+def test_private_key_file_is_owner_only(keys: dict[str, Path]) -> None:
+    assert keys["ours"].stat().st_mode & 0o077 == 0
+
+
+def test_signed_bundle_loads_with_its_public_key(bundle: Path, keys: dict[str, Path]) -> None:
+    sign_bundle(bundle, keys["ours"])
+    assert load_bundle(bundle, public_key=keys["ours_pub"]).name == "demo-wells"
+
+
+def test_unsigned_bundle_is_refused_when_a_key_is_configured(bundle: Path,
+                                                             keys: dict[str, Path]) -> None:
+    with pytest.raises(BundleError, match="not signed"):
+        load_bundle(bundle, public_key=keys["ours_pub"])
+
+
+def test_bundle_signed_by_another_key_is_refused(bundle: Path, keys: dict[str, Path]) -> None:
+    sign_bundle(bundle, keys["theirs"])
+    with pytest.raises(BundleError, match="does not match"):
+        load_bundle(bundle, public_key=keys["ours_pub"])
+
+
+def test_bundle_edited_after_signing_is_refused(bundle: Path, keys: dict[str, Path]) -> None:
+    sign_bundle(bundle, keys["ours"])
+    document = json.loads((bundle / "bundle.json").read_text())
+    document["threshold"]["high"] *= 10  # a looser threshold would hide anomalies
+    (bundle / "bundle.json").write_text(json.dumps(document))
+    with pytest.raises(BundleError, match="changed after signing"):
+        load_bundle(bundle, public_key=keys["ours_pub"])
+
+
+def test_garbage_signature_and_wrong_key_type_are_clear_errors(bundle: Path, tmp_path: Path,
+                                                               keys: dict[str, Path]) -> None:
+    (bundle / SIGNATURE_FILE).write_text("not base64 !!\n")
+    with pytest.raises(BundleError, match="not a base64 signature"):
+        load_bundle(bundle, public_key=keys["ours_pub"])
+    not_a_key = tmp_path / "junk.pem"
+    not_a_key.write_text("hello")
+    with pytest.raises(ConfigError, match="cannot be read"):
+        load_bundle(bundle, public_key=not_a_key)
+
+
+def test_validate_config_refuses_an_unsigned_bundle(bundle: Path, tmp_path: Path,
+                                                    keys: dict[str, Path]) -> None:
+    config = tmp_path / "device.toml"
+    config.write_text(
+        f'device_id = "signed-1"\nbundle = "{bundle}"\n'
+        f'bundle_public_key = "{keys["ours_pub"]}"\n'
+        f'[source]\nkind = "folder"\npath = "{tmp_path}"\n'
+        "[layout.grid]\nregion = [20, 20, 240, 160]\nrows = 4\ncols = 6\n")
+    command = [sys.executable, "-m", "edge", "run", "--config", str(config), "--validate-config"]
+    refused = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 1
+    assert "not signed" in refused.stdout + refused.stderr
+    sign_bundle(bundle, keys["ours"])
+    accepted = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert accepted.returncode == 0, accepted.stdout + accepted.stderr
