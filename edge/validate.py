@@ -136,6 +136,9 @@ def _check(config: DeviceConfig, problems: list[str]) -> list[str]:
         problems.append(f"mqtt.tls: {exc}")
     lines.append(f"mqtt {mqtt.host}:{mqtt.port} prefix {mqtt.prefix!r}, tls "
                  f"{'on' if mqtt.tls else 'off'}, {_auth_summary(config)}, spool {mqtt.spool.path}")
+    base = f"{mqtt.prefix}/{config.device_id}"
+    lines.append(f"topics {base}/{{status,events,stats,warnings,crops/<crop>/state}} "
+                 "(the broker's ACL must let this device write them; docs/security.md)")
     return lines
 
 

@@ -17,7 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -149,6 +149,7 @@ class Received:
     topic: str
     payload: bytes
     retain: bool
+    received_at: float = field(default_factory=time.monotonic)  # for "within N s" checks
 
     def json(self) -> Any:
         return json.loads(self.payload)

@@ -1,0 +1,232 @@
+"""Bad input gets a clear error of the project's own kind, never a crash or a wrong number.
+
+Property-based (hypothesis) where the space is large — bytes that claim to be images, arrays of
+any shape, config values of any type — and hand-picked cases for model files and bundle.json.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import array_shapes, arrays
+from PIL import Image
+
+from edge.bundle import InputSpec, load_bundle
+from edge.config import load_config
+from edge.errors import BackendError, BundleError, ConfigError, ImageError, ProjectError
+from edge.preprocess import check_frame, load_image, prepare_crop
+from edge.scoring import Scorer
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "models" / "demo-wells"
+SPEC = InputSpec(32, 32, 1)
+FAST = settings(max_examples=60, deadline=None,
+                suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def _png_bytes(side: int = 40) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((side, side), 128, np.uint8)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def scorer() -> Scorer:
+    return Scorer(load_bundle(EXAMPLE))
+
+
+# ----------------------------------------------------------------------------- images
+
+
+@FAST
+@given(data=st.binary(max_size=2048))
+def test_random_bytes_are_an_image_error_naming_the_file(tmp_path: Path, data: bytes) -> None:
+    path = tmp_path / "frame.png"
+    path.write_bytes(data)
+    try:
+        image = load_image(path)
+    except ImageError as exc:
+        assert str(path) in str(exc)
+    else:  # a few byte strings are valid tiny images; then they must be usable frames
+        assert image.dtype == np.uint8 and image.ndim in (2, 3)
+
+
+@FAST
+@given(cut=st.integers(min_value=1, max_value=len(_png_bytes()) - 1))
+def test_truncated_png_fails_clearly_or_decodes_exactly(tmp_path: Path, cut: int) -> None:
+    """Cut inside the pixel data: an ImageError. Cut only in the trailer after a complete pixel
+    stream (CRC, IEND): PIL decodes it, and then the pixels must be exactly the original ones —
+    never silently wrong ones."""
+    path = tmp_path / "truncated.png"
+    path.write_bytes(_png_bytes()[:cut])
+    try:
+        image = load_image(path)
+    except ImageError as exc:
+        assert "cannot decode" in str(exc) and str(path) in str(exc)
+    else:
+        assert np.array_equal(image, np.full((40, 40), 128, np.uint8))
+
+
+def test_missing_file_is_an_image_error(tmp_path: Path) -> None:
+    with pytest.raises(ImageError, match="not found"):
+        load_image(tmp_path / "nope.png")
+
+
+@FAST
+@given(array=arrays(dtype=st.sampled_from([np.uint8, np.uint16, np.float32, np.int8]),
+                    shape=array_shapes(min_dims=1, max_dims=4, min_side=1, max_side=40)))
+def test_any_array_is_either_a_valid_frame_or_an_image_error(array: np.ndarray) -> None:
+    try:
+        frame = check_frame(array)
+    except ImageError as exc:
+        assert "frame" in str(exc)
+        return
+    assert frame.dtype == np.uint8
+    assert frame.ndim == 2 or (frame.ndim == 3 and frame.shape[2] == 3)
+    assert prepare_crop(frame, SPEC).shape == SPEC.shape
+
+
+@FAST
+@given(crops=arrays(np.uint8, (4, 32, 32, 1)))
+def test_any_pixels_give_finite_scores_in_range(scorer: Scorer, crops: np.ndarray) -> None:
+    scores = scorer.score(crops)
+    assert np.all(np.isfinite(scores))
+    assert np.all((scores >= 0) & (scores <= 1))
+
+
+@pytest.mark.parametrize("value", [0, 255])
+def test_black_and_saturated_frames_score_as_anomalous_not_nan(scorer: Scorer,
+                                                               value: int) -> None:
+    """A lens cap or a blown-out exposure must raise an alarm, not a NaN."""
+    crops = np.full((3, 32, 32, 1), value, np.uint8)
+    scores = scorer.score(crops)
+    assert np.all(np.isfinite(scores))
+    assert all(scorer.bundle.threshold.is_anomalous(float(s)) for s in scores)
+
+
+def test_wrong_crop_batch_shape_is_a_clear_error(scorer: Scorer) -> None:
+    with pytest.raises(ValueError, match="prepare_batch"):
+        scorer.score(np.zeros((2, 28, 28, 1), np.uint8))
+
+
+# ----------------------------------------------------------------------------- config
+
+CONFIG_KEYS = ["scorer.num_threads", "source.fps", "layout.grid.rows", "decision.k",
+               "mqtt.port", "mqtt.keepalive_s", "device_id"]
+TOML_VALUES = st.one_of(
+    st.integers(min_value=-10**6, max_value=10**6).map(str),
+    st.floats(allow_nan=False, allow_infinity=False, width=32).map(repr),
+    st.text(alphabet="abc xyz#/", max_size=12).map(json.dumps),
+    st.just("[]"), st.just("true"), st.just("{ a = 1 }"))
+
+
+def _config_text(tmp_path: Path, key: str, value: str) -> str:
+    values = {"scorer.num_threads": "2", "source.fps": "0", "layout.grid.rows": "4",
+              "decision.k": "1", "mqtt.port": "1883", "mqtt.keepalive_s": "30",
+              "device_id": '"dev-1"'}
+    values[key] = value
+    return (f"device_id = {values['device_id']}\nbundle = \"{EXAMPLE}\"\n"
+            f"[scorer]\nnum_threads = {values['scorer.num_threads']}\n"
+            f"[source]\nkind = \"folder\"\npath = \"{tmp_path}\"\nfps = {values['source.fps']}\n"
+            f"[layout.grid]\nregion = [20, 20, 240, 160]\nrows = {values['layout.grid.rows']}\n"
+            f"cols = 6\n[decision]\nk = {values['decision.k']}\nn = 3\n"
+            f"[mqtt]\nport = {values['mqtt.port']}\nkeepalive_s = {values['mqtt.keepalive_s']}\n")
+
+
+@FAST
+@given(key=st.sampled_from(CONFIG_KEYS), value=TOML_VALUES)
+def test_any_config_value_is_accepted_or_a_config_error_naming_the_key(
+        tmp_path: Path, key: str, value: str) -> None:
+    path = tmp_path / "device.toml"
+    path.write_text(_config_text(tmp_path, key, value))
+    try:
+        load_config(path)
+    except ConfigError as exc:
+        assert key.split(".")[-1] in str(exc), str(exc)
+
+
+@FAST
+@given(text=st.text(max_size=200))
+def test_any_text_as_config_is_a_config_error_not_a_crash(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "device.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError):
+        load_config(path)
+
+
+# ----------------------------------------------------------------------------- bundles
+
+
+@pytest.fixture
+def bundle_copy(tmp_path: Path) -> Path:
+    return Path(shutil.copytree(EXAMPLE, tmp_path / "bundle"))
+
+
+def _rehash(bundle: Path) -> None:
+    """Make bundle.json agree with the (damaged) model files: a corrupt but 'consistent' export."""
+    document = json.loads((bundle / "bundle.json").read_text())
+    for model in document["models"]:
+        blob = (bundle / model["file"]).read_bytes()
+        model["sha256"], model["bytes"] = hashlib.sha256(blob).hexdigest(), len(blob)
+    (bundle / "bundle.json").write_text(json.dumps(document))
+
+
+@pytest.mark.parametrize("keep", [0, 16, 1000, 30000])
+def test_truncated_model_is_refused_by_hash_then_by_the_interpreter(bundle_copy: Path,
+                                                                    keep: int) -> None:
+    model = bundle_copy / "model.tflite"
+    model.write_bytes(model.read_bytes()[:keep])
+    with pytest.raises(BundleError, match="sha256"):
+        load_bundle(bundle_copy)
+    _rehash(bundle_copy)
+    with pytest.raises((BundleError, BackendError)):
+        Scorer(load_bundle(bundle_copy))
+
+
+def test_flipped_byte_in_model_is_refused(bundle_copy: Path) -> None:
+    model = bundle_copy / "model_b24.tflite"
+    blob = bytearray(model.read_bytes())
+    blob[len(blob) // 2] ^= 0xFF
+    model.write_bytes(bytes(blob))
+    with pytest.raises(BundleError, match="modified or truncated"):
+        load_bundle(bundle_copy)
+
+
+@pytest.mark.parametrize("version", [0, 2, "1", None])
+def test_other_format_version_is_refused_naming_both(bundle_copy: Path, version: object) -> None:
+    document = json.loads((bundle_copy / "bundle.json").read_text())
+    document["format_version"] = version
+    (bundle_copy / "bundle.json").write_text(json.dumps(document))
+    with pytest.raises(BundleError, match=r"format_version .* reads format_version 1"):
+        load_bundle(bundle_copy)
+
+
+@pytest.mark.parametrize("edit", [
+    lambda d: d.pop("threshold"),
+    lambda d: d["input"].update(channels=3),
+    lambda d: d["threshold"].update(high=None, low=None),
+    lambda d: d["threshold"].update(high=float("nan")),
+    lambda d: d.update(models=[]),
+])
+def test_damaged_bundle_json_is_a_bundle_error(bundle_copy: Path, edit) -> None:  # type: ignore[no-untyped-def]
+    document = json.loads((bundle_copy / "bundle.json").read_text())
+    edit(document)
+    (bundle_copy / "bundle.json").write_text(json.dumps(document))
+    with pytest.raises(ProjectError):
+        load_bundle(bundle_copy)
+
+
+def test_input_spec_that_disagrees_with_the_model_is_refused(bundle_copy: Path) -> None:
+    document = json.loads((bundle_copy / "bundle.json").read_text())
+    document["input"].update(height=28, width=28)
+    (bundle_copy / "bundle.json").write_text(json.dumps(document))
+    with pytest.raises(BundleError, match="declares"):
+        Scorer(load_bundle(bundle_copy))
