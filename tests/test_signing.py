@@ -89,3 +89,26 @@ def test_validate_config_refuses_an_unsigned_bundle(bundle: Path, tmp_path: Path
     sign_bundle(bundle, keys["ours"])
     accepted = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert accepted.returncode == 0, accepted.stdout + accepted.stderr
+
+
+def test_trainer_keygen_and_sign_then_edge_score_with_the_key(bundle: Path,
+                                                               tmp_path: Path) -> None:
+    def run(*command: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", *command], capture_output=True, text=True,
+                              timeout=120)
+
+    prefix = tmp_path / "keys" / "line"
+    assert run("trainer", "keygen", "--out", str(prefix)).returncode == 0
+    again = run("trainer", "keygen", "--out", str(prefix))
+    assert again.returncode == 2 and "refusing to overwrite" in again.stderr
+    crop = tmp_path / "crop.png"
+    from PIL import Image
+
+    Image.new("L", (40, 40), 128).save(crop)
+    public = f"{prefix}.pub.pem"
+    unsigned = run("edge", "score", str(bundle), str(crop), "--public-key", public)
+    assert unsigned.returncode == 3 and "not signed" in unsigned.stderr
+    assert run("trainer", "sign", str(bundle), "--key", f"{prefix}.pem").returncode == 0
+    signed = run("edge", "score", str(bundle), str(crop), "--public-key", public)
+    assert signed.returncode == 0, signed.stderr
+    assert signed.stdout.startswith(str(crop))

@@ -63,6 +63,9 @@ def test_bundle_json_has_every_field_the_design_lists(trainer_bundle: Path) -> N
     history = data["training"]["history"]
     assert history and {"loss", "val_loss", "steps"} <= set(history[0])
     assert data["training"]["baseline"]["val_mse"] > 0
+    # The weights shipped are those of the round with the lowest validation loss.
+    val_losses = [entry["val_loss"] for entry in history]
+    assert data["training"]["best_round"] == int(np.argmin(val_losses)) + 1
 
 
 def test_int8_scores_agree_with_float(trainer_bundle: Path) -> None:

@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import trainer  # noqa: F401  (sets TensorFlow's log environment before anything imports it)
 from edge import __version__
@@ -118,7 +119,40 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--shape", default=None, help="H,W[,C] of flat npz rows")
     evaluate.add_argument("--json", action="store_true", help="print the result as JSON")
     evaluate.set_defaults(func=_cmd_evaluate)
+
+    keygen = sub.add_parser("keygen", help="make an Ed25519 key pair for signing bundles")
+    keygen.add_argument("--out", required=True, type=Path,
+                        help="path prefix: writes PREFIX.pem (private) and PREFIX.pub.pem")
+    keygen.set_defaults(func=_cmd_keygen)
+
+    sign = sub.add_parser("sign", help="sign a bundle (writes bundle.sig beside bundle.json)")
+    sign.add_argument("bundle", type=Path, help="bundle directory (models/NAME)")
+    sign.add_argument("--key", required=True, type=Path, help="private key from 'trainer keygen'")
+    sign.set_defaults(func=_cmd_sign)
     return parser
+
+
+def _cmd_keygen(args: argparse.Namespace) -> int:
+    from edge.signing import generate_keypair
+
+    private = args.out.with_name(args.out.name + ".pem")
+    public = args.out.with_name(args.out.name + ".pub.pem")
+    for path in (private, public):
+        if path.exists():
+            raise ConfigError(f"{path} exists; refusing to overwrite a key. Choose another --out.")
+    generate_keypair(private, public)
+    print(f"private key {private} (keep it off the devices)\npublic key  {public} "
+          "(name it in the device config as bundle_public_key)")
+    return 0
+
+
+def _cmd_sign(args: argparse.Namespace) -> int:
+    from edge.bundle import load_bundle
+    from edge.signing import sign_bundle
+
+    bundle = load_bundle(args.bundle)  # never sign a bundle whose model hashes do not match
+    print(f"signed {bundle.name}: {sign_bundle(bundle.path, args.key)}")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

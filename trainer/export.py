@@ -162,8 +162,10 @@ def export_bundle(fit: FitResult, dataset: Dataset, out_dir: Path, *, rule: Rule
         val_scores = scorer.score(fit.val_normals)
         anomalies = dataset.test_anomalies
         anomaly_scores = scorer.score(anomalies) if len(anomalies) else np.empty(0)
-        split = "held-back validation normals" + (" + test anomalies" if len(anomalies) else "")
-        threshold = choose_threshold(rule, val_scores, anomaly_scores,
+        # Record only the data the rule really used: a normals-only rule never sees anomalies.
+        labelled = rule.needs_labels and len(anomalies) > 0
+        split = "held-back validation normals" + (" + test anomalies" if labelled else "")
+        threshold = choose_threshold(rule, val_scores, anomaly_scores if labelled else None,
                                      chosen_on={"split": split, "scores": "int8"})
         stats = normal_score_stats(val_scores, "held-back validation normals")
         agreement = _agreement(conversion.float_batch1, scorer, fit, dataset, val_scores,
@@ -193,6 +195,7 @@ def export_bundle(fit: FitResult, dataset: Dataset, out_dir: Path, *, rule: Rule
                 "batch_size": fit.batch_size,
                 "epochs_equivalent": round(fit.epochs_equivalent, 2),
                 "best_round": fit.best_round,
+                "steps_at_best": fit.best_round * fit.steps_per_round,
                 "train_normals": len(fit.train_normals),
                 "val_normals": len(fit.val_normals),
                 "baseline": fit.baseline,

@@ -40,8 +40,6 @@ Reporter = Callable[[str], None]
 # time in per-epoch overhead (validation, callbacks) instead of training.
 MIN_STEPS_PER_ROUND = 50
 PATIENCE_ROUNDS = 6
-# Relative improvement of val loss that counts as progress for early stopping.
-MIN_DELTA_FRACTION = 1e-3
 MIN_NORMALS = 10          # below this no split is meaningful: refuse
 FEW_NORMALS_WARNING = 50  # below this, warn that thresholds will be rough
 MIN_VAL_NORMALS = 2
@@ -223,10 +221,10 @@ def fit_autoencoder(dataset: Dataset, config: ModelConfig, options: FitOptions, 
     model = build_model(config)
     model.compile(optimizer=keras.optimizers.Adam(options.learning_rate), loss="mse")
     val_unit = to_unit(val)
-    baseline_val = float(np.mean(np.square(val_unit - to_unit(train).mean(axis=0))))
+    # Any improvement counts (min_delta 0): the step budget already bounds the run, and late
+    # improvements are small in absolute terms yet still tighten the normal-score spread.
     stopper = keras.callbacks.EarlyStopping(
-        monitor="val_loss", patience=options.patience_rounds, restore_best_weights=True,
-        min_delta=baseline_val * MIN_DELTA_FRACTION)
+        monitor="val_loss", patience=options.patience_rounds, restore_best_weights=True)
     show_bar = sys.stderr.isatty() if progress is None else progress
     callbacks: list[keras.callbacks.Callback] = [stopper]
     if not show_bar:
@@ -246,7 +244,9 @@ def fit_autoencoder(dataset: Dataset, config: ModelConfig, options: FitOptions, 
          "val_loss": float(keras_history.history["val_loss"][i])}
         for i in range(len(keras_history.history["loss"]))
     ]
-    best_round = int(np.argmin([h["val_loss"] for h in history])) + 1
+    # The round whose weights EarlyStopping restored (it counts epochs from 0).
+    best_round = int(getattr(stopper, "best_epoch", np.argmin([h["val_loss"] for h in history])))
+    best_round += 1
 
     baseline = pca_baseline(train, val, options.seed)
     baseline["ae_val_mse"] = float(np.mean(float_scores(model, val)))
