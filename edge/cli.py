@@ -14,7 +14,7 @@ from pathlib import Path
 
 from edge import __version__
 from edge.backends import BACKENDS, DEFAULT_BACKEND
-from edge.errors import ImageError, ProjectError
+from edge.errors import ImageError, run_command
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
@@ -101,13 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return int(args.func(args))
-    except ProjectError as exc:
-        print(f"edge: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        return 130
+    return run_command("edge", lambda: args.func(args))
 
 
 if __name__ == "__main__":

@@ -6,6 +6,9 @@ can print it as one line and exit non-zero without a traceback.
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
+
 
 class ProjectError(Exception):
     """Base class of every error this project raises on purpose."""
@@ -51,3 +54,18 @@ class PublishError(ProjectError):
     """The MQTT publisher or its spool cannot work (bad credentials, unwritable spool)."""
 
     exit_code = 7
+
+
+SIGINT_EXIT_CODE = 130  # the shell's convention for a process ended by Ctrl-C
+
+
+def run_command(prog: str, command: Callable[[], int]) -> int:
+    """Run a CLI command: a ProjectError prints as one line ``PROG: error: …`` on stderr and
+    returns its exit code; anything else is a bug and keeps its traceback."""
+    try:
+        return int(command())
+    except ProjectError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return SIGINT_EXIT_CODE

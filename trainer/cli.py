@@ -14,7 +14,7 @@ from pathlib import Path
 
 import trainer  # noqa: F401  (sets TensorFlow's log environment before anything imports it)
 from edge import __version__
-from edge.errors import ConfigError, ProjectError
+from edge.errors import ConfigError, run_command
 from trainer.defaults import (
     AUGMENTATIONS,
     DEFAULT_BATCH_SIZE,
@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="1 grey (default) or 3 RGB")
     fit.add_argument("--shape", default=None, help="H,W[,C] of flat npz rows")
     fit.add_argument("--model", default="ae", choices=MODEL_KINDS,
-                     help="network kind (default ae; vae is planned)")
+                     help="network kind: ae (default) or vae (variational; --latent is its vector length)")
     fit.add_argument("--filters", default=",".join(map(str, DEFAULT_FILTERS)),
                      help="filters per stride-2 stage (default %(default)s)")
     fit.add_argument("--latent", type=int, default=DEFAULT_LATENT_CHANNELS,
@@ -157,13 +157,7 @@ def _cmd_sign(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return int(args.func(args))
-    except ProjectError as exc:
-        print(f"trainer: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        return 130
+    return run_command("trainer", lambda: args.func(args))
 
 
 if __name__ == "__main__":
