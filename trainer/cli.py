@@ -82,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="1 grey (default) or 3 RGB")
     fit.add_argument("--shape", default=None, help="H,W[,C] of flat npz rows")
     fit.add_argument("--model", default="ae", choices=MODEL_KINDS,
-                     help="network kind: ae (default) or vae (variational; --latent is its vector length)")
+                     help="network kind: ae (default) or vae (variational; --latent is its "
+                          "vector length)")
     fit.add_argument("--filters", default=",".join(map(str, DEFAULT_FILTERS)),
                      help="filters per stride-2 stage (default %(default)s)")
     fit.add_argument("--latent", type=int, default=DEFAULT_LATENT_CHANNELS,
