@@ -257,10 +257,12 @@ def load_bundle(path: str | Path, *, verify: bool = True,
     if not any(m.batch_size == 1 for m in models):
         raise BundleError(f"{bundle_dir}/{BUNDLE_FILE} lists no batch-1 model ('model.tflite').")
     score = data.get("score", {})
-    if score.get("name") != SCORE_NAME:
+    score_name = score.get("name") if isinstance(score, dict) else f"a bare {score!r}"
+    if score_name != SCORE_NAME:
         raise BundleError(
-            f"{bundle_dir} scores with {score.get('name')!r}; this edge computes {SCORE_NAME!r}."
+            f"{bundle_dir} scores with {score_name!r}; this edge computes {SCORE_NAME!r}."
         )
+    normal_scores = _checked_normal_scores(bundle_dir, data.get("normal_scores", {}))
     if verify:
         for model in models:
             _verify_model_file(bundle_dir, model)
@@ -270,9 +272,25 @@ def load_bundle(path: str | Path, *, verify: bool = True,
         input=spec,
         threshold=threshold,
         models=models,
-        normal_scores=dict(data.get("normal_scores", {})),
+        normal_scores=normal_scores,
         meta=data,
     )
+
+
+def _checked_normal_scores(bundle_dir: Path, stats: Any) -> dict[str, Any]:
+    """Every event carries a z-score from these; a NaN or a negative spread would corrupt it."""
+    if not isinstance(stats, dict):
+        raise BundleError(f"{bundle_dir}/{BUNDLE_FILE}: 'normal_scores' is a "
+                          f"{type(stats).__name__}, expected an object; re-export the bundle.")
+    for key in ("mean", "std"):
+        value = stats.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, (int, float)) or not math.isfinite(value) or (
+                key == "std" and value < 0):
+            raise BundleError(f"{bundle_dir}/{BUNDLE_FILE}: normal_scores.{key} is {value!r}; "
+                              "expected a finite number (std ≥ 0). Re-export the bundle.")
+    return dict(stats)
 
 
 def _verify_model_file(bundle_dir: Path, model: ModelFile) -> None:

@@ -63,7 +63,18 @@ def _resolve_path(value: Path, info: ValidationInfo) -> Path:
 
 
 ConfigPath = Annotated[Path, AfterValidator(_resolve_path)]
-PixelBox = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=4, max_length=4)]
+
+
+def _box_has_area(box: list[int]) -> list[int]:
+    if box[2] < 1 or box[3] < 1:
+        raise ValueError(f"box {box} is [x, y, width, height] with a zero width or height; "
+                         "a crop needs at least 1×1 px")
+    return box
+
+
+# [x, y, width, height] in frame pixels; an empty box would be scored as black for ever.
+PixelBox = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=4, max_length=4),
+                     AfterValidator(_box_has_area)]
 Size = Annotated[list[Annotated[int, Field(ge=8, le=16384)]], Field(min_length=2, max_length=2)]
 
 
@@ -128,9 +139,10 @@ class OpenCVSourceConfig(_SourceCommon):
             raise ValueError(
                 f"set exactly one of path, index, url, url_env (found {given or 'none'})"
             )
-        if self.url is not None and urlsplit(self.url).password:
+        if self.url is not None and (urlsplit(self.url).password or urlsplit(self.url).query):
             raise ValueError(
-                "url contains a password; secrets never go in the TOML. Put the whole URL in "
+                "url contains a password or a query string (tokens live there); secrets never "
+                "go in the TOML. Put the whole URL in "
                 "an environment variable and name it with url_env"
             )
         return self

@@ -54,9 +54,7 @@ class CropState:
         self.rule = rule
         self.k, self.n, self.clear_n = k, n, clear_n
         self.state = OK
-        threshold = rule.threshold
-        self.clear_high = None if threshold.high is None else threshold.high * clear_ratio
-        self.clear_low = None if threshold.low is None else threshold.low / clear_ratio
+        self.clear_low, self.clear_high = clear_band(rule.threshold, clear_ratio)
         self._out: deque[bool] = deque(maxlen=n)
         self._clear: deque[bool] = deque(maxlen=clear_n)
 
@@ -79,6 +77,21 @@ class CropState:
             self.state = OK
             self._out.clear()
         return previous, self.state
+
+
+def clear_band(threshold: Threshold, clear_ratio: float) -> tuple[float | None, float | None]:
+    """The (low, high) a score must stay within to count towards leaving ``anomaly``.
+
+    One-sided: ``high × clear_ratio`` (or ``low / clear_ratio``). Two-sided band: the band shrunk
+    towards its centre to ``clear_ratio`` of its width — scaling each end separately could make
+    ``low / r`` pass ``high × r`` and leave a crop stuck in ``anomaly`` for good.
+    """
+    low, high = threshold.low, threshold.high
+    if low is not None and high is not None:
+        centre, half_width = (low + high) / 2.0, (high - low) / 2.0 * clear_ratio
+        return centre - half_width, centre + half_width
+    return (None if low is None else low / clear_ratio,
+            None if high is None else high * clear_ratio)
 
 
 def _override_threshold(override: ThresholdOverride) -> Threshold:

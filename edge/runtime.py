@@ -108,6 +108,7 @@ class Runtime:
         self._status_reason: str | None = None
         self._source_problem: str | None = None
         self._publish_problem: str | None = None
+        self._frame_problem: str | None = None
         self._capture_error: BaseException | None = None
         self._states_announced = False
         self._started_at = time.monotonic()
@@ -139,16 +140,22 @@ class Runtime:
 
     # ----------------------------------------------------------------- processing
 
-    def _process(self, frame: Frame) -> None:
+    def _process(self, frame: Frame) -> bool:
+        """Score and decide one frame; False when it had to be skipped (wrong size)."""
         height, width = frame.image.shape[:2]
         if self.layout.frame_size is None:
             self.layout.check_frame_size(width, height)
             log.info("first frame %d×%d px; layout: %s", width, height, self.layout.describe())
         elif (width, height) != self.layout.frame_size:
             self.frame_size_errors += 1
-            log.warning("frame %s is %d×%d px but the layout was checked against %d×%d; skipped",
-                        frame.id, width, height, *self.layout.frame_size)
-            return
+            # Degraded, not online: a camera that came back at another resolution must not
+            # look healthy while nothing is scored.
+            self._frame_problem = (f"frames are {width}×{height} px but the layout was checked "
+                                   f"against {self.layout.frame_size[0]}×"
+                                   f"{self.layout.frame_size[1]}; nothing is scored")
+            log.warning("frame %s skipped: %s", frame.id, self._frame_problem)
+            return False
+        self._frame_problem = None
         t0 = time.monotonic()
         batch = self.layout.batch(frame.image, self.bundle.input)
         t1 = time.monotonic()
@@ -161,6 +168,7 @@ class Runtime:
         for stage, seconds in (("preprocess", t1 - t0), ("score", t2 - t1),
                                ("decide", t3 - t2), ("publish", t4 - t3)):
             self.latency.add(stage, seconds)
+        return True
 
     def _publish(self, frame: Frame, decided: list[Decision]) -> None:
         announce = not self._states_announced
@@ -266,13 +274,14 @@ class Runtime:
             if item is END:
                 return self._capture_error is None
             if isinstance(item, Frame):
-                self._process(item)
-                self.frames_processed += 1
-                self._rate.tick()
                 last_frame_at = now
                 self._source_problem = None
-                if self._publish_problem is not None:
-                    self._set_status(STATUS_DEGRADED, self._publish_problem)
+                if self._process(item):
+                    self.frames_processed += 1
+                    self._rate.tick()
+                problem = self._frame_problem or self._publish_problem
+                if problem is not None:
+                    self._set_status(STATUS_DEGRADED, problem)
                 else:
                     self._set_status(STATUS_ONLINE, None)
                 if self.max_frames is not None and self.frames_processed >= self.max_frames:

@@ -215,6 +215,11 @@ def test_other_format_version_is_refused_naming_both(bundle_copy: Path, version:
     lambda d: d["threshold"].update(high=None, low=None),
     lambda d: d["threshold"].update(high=float("nan")),
     lambda d: d.update(models=[]),
+    lambda d: d["normal_scores"].update(mean=float("nan")),
+    lambda d: d["normal_scores"].update(std="abc"),
+    lambda d: d["normal_scores"].update(std=-1.0),
+    lambda d: d.update(normal_scores=[1, 2]),
+    lambda d: d.update(score="reconstruction_mse"),
 ])
 def test_damaged_bundle_json_is_a_bundle_error(bundle_copy: Path, edit) -> None:  # type: ignore[no-untyped-def]
     document = json.loads((bundle_copy / "bundle.json").read_text())

@@ -122,10 +122,11 @@ def test_unknown_source_kind(runtime_write):
     assert "source.kind: must be one of folder, opencv, picamera2 (found 'webcam')" in message
 
 
-def test_rtsp_password_in_toml_is_refused_without_echoing_it(runtime_write):
+@pytest.mark.parametrize("url", ["rtsp://cam:hunter22@10.0.0.5/stream",
+                                 "rtsp://10.0.0.5/stream?token=hunter22"])
+def test_rtsp_secret_in_toml_is_refused_without_echoing_it(runtime_write, url):
     text = runtime_write().read_text().replace(
-        'kind = "folder"\npath = "frames"',
-        'kind = "opencv"\nurl = "rtsp://cam:hunter22@10.0.0.5/stream"')
+        'kind = "folder"\npath = "frames"', f'kind = "opencv"\nurl = "{url}"')
     message = problems_of(runtime_write(text))
     assert "url_env" in message
     assert "hunter22" not in message
@@ -190,3 +191,15 @@ def test_a_password_written_into_the_toml_is_refused_and_not_echoed(runtime_writ
     assert "mqtt.auth.password: unknown key" in message
     assert "Secrets never go in the TOML" in message and "password_env" in message
     assert "hunter2-secret" not in message
+
+
+def test_a_box_without_area_is_refused_with_its_path(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Review finding: [5, 5, 0, 10] passed validation and was scored as a black crop for ever."""
+    from edge.config import load_config
+    from edge.errors import ConfigError
+
+    path = tmp_path / "device.toml"
+    path.write_text(f'device_id = "d"\nbundle = "{tmp_path}"\n[source]\nkind = "folder"\n'
+                    f'path = "{tmp_path}"\n[[layout.boxes]]\nname = "thin"\nbox = [5, 5, 0, 10]\n')
+    with pytest.raises(ConfigError, match=r"layout\.boxes.*zero width or height"):
+        load_config(path)

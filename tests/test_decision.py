@@ -69,8 +69,8 @@ def test_after_clearing_the_debounce_window_starts_empty():
 
 def test_two_sided_band_with_hysteresis():
     decider = engine(bundle_threshold=Threshold(rule="band", high=2.0, low=1.0), clear_ratio=0.8)
-    # clear band: [1.0 / 0.8, 2.0 × 0.8] = [1.25, 1.6]
-    assert states(decider, [1.5, 0.9, 1.1, 1.3, 2.5, 1.7, 1.5]) == \
+    # clear band: the band [1, 2] shrunk to 0.8 of its width around 1.5 = [1.1, 1.9]
+    assert states(decider, [1.5, 0.9, 1.05, 1.3, 2.5, 1.95, 1.5]) == \
         [OK, ANOMALY, ANOMALY, OK, ANOMALY, ANOMALY, OK]
 
 
@@ -106,3 +106,20 @@ def test_overrides_global_then_per_crop_and_the_reason_is_logged(caplog):
 def test_override_for_a_crop_that_is_not_scored():
     with pytest.raises(ConfigError, match="not scored crops"):
         engine(names=("a",), crops={"z": ThresholdOverride(high=1.0, reason="typo")})
+
+
+def test_band_hysteresis_never_leaves_a_crop_stuck_in_anomaly() -> None:
+    """Review finding: scaling each end of a narrow band (0.03..0.04 with clear_ratio 0.8) gave
+    an empty clear band; the crop then stayed 'anomaly' for ever. The band now shrinks to its
+    centre."""
+    from edge.bundle import Threshold
+    from edge.decision import ANOMALY, OK, CropRule, CropState, clear_band
+
+    band = Threshold(rule="band", high=0.04, low=0.03)
+    low, high = clear_band(band, 0.8)
+    assert low is not None and high is not None and 0.03 < low < high < 0.04
+    state = CropState(CropRule(band, "bundle"), k=1, n=1, clear_n=3, clear_ratio=0.8)
+    assert state.update(0.05) == (OK, ANOMALY)
+    for _ in range(3):
+        state.update(0.035)  # the centre of the band: normal
+    assert state.state == OK

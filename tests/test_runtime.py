@@ -337,9 +337,13 @@ def test_a_frame_of_another_size_is_skipped_and_counted(tmp_path, runtime_bundle
     runtime, publisher = make_runtime(tmp_path, runtime_bundle, [(), ()])
     Image.new("L", (100, 60), 120).save(tmp_path / "frames" / "frame_000b.png")
     assert runtime.run() == 0
-    assert runtime.frames_processed == 3 and runtime.frame_size_errors == 1
+    # Skipped frames are not "processed", and the device says it is not healthy meanwhile.
+    assert runtime.frames_processed == 2 and runtime.frame_size_errors == 1
     assert publisher.stats[-1]["frame_size_errors"] == 1
-    assert "frame frame_000b is 100×60 px but the layout was checked against 80×60" in caplog.text
+    assert "frame frame_000b skipped: frames are 100×60 px but the layout was checked against " \
+           "80×60; nothing is scored" in caplog.text
+    statuses = [status for status, _ in publisher.statuses]
+    assert statuses == ["degraded", "online"], publisher.statuses
 
 
 def test_json_logging_and_max_frames_must_be_positive(tmp_path, runtime_bundle, capsys):
