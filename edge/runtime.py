@@ -13,10 +13,10 @@ Threads and what may block:
 Events: one per crop whose decided state is ``anomaly`` on a frame, and one per transition back to
 ``ok``. Retained per-crop state: published on the first frame and on every change. Status:
 ``degraded`` (with the reason) when the source fails or delivers nothing for ``stall_timeout_s``,
-``online`` again when frames return; also ``degraded`` while the spool refuses events (disk full),
-which are logged and counted — the pipeline keeps deciding. A replay that ends, or
-``--max-frames``, flushes the publisher (bounded) and returns 0; SIGTERM/SIGINT stop cleanly
-(``offline`` comes from close()).
+``online`` again when frames return; also ``degraded`` while the spool refuses events (disk full)
+or the broker's ACL denies them (``delivery_problem``); refused events are logged and counted —
+the pipeline keeps deciding. A replay that ends, or ``--max-frames``, flushes the publisher
+(bounded) and returns 0; SIGTERM/SIGINT stop cleanly (``offline`` comes from close()).
 """
 
 from __future__ import annotations
@@ -60,6 +60,7 @@ class Publisher(Protocol):
     def publish_stats(self, stats: dict[str, Any]) -> None: ...
     def set_status(self, status: str, reason: str | None = None) -> None: ...
     def spool_depth(self) -> int: ...
+    def delivery_problem(self) -> str | None: ...
     def flush(self, timeout_s: float) -> bool: ...
     def close(self) -> None: ...
 
@@ -226,10 +227,18 @@ class Runtime:
             "frame_size_errors": self.frame_size_errors,
             "events_failed": self.events_failed,
             "queue_depth": self.queue.depth(),
-            "spool_depth": self.publisher.spool_depth(),
+            "spool_depth": self._spool_depth(),
             "uptime_s": round(time.monotonic() - self._started_at, 3),
             "status": self.status,
         }
+
+    def _spool_depth(self) -> int | None:
+        # A failing spool read (SD card error) must not end the pipeline; None says "unknown".
+        try:
+            return self.publisher.spool_depth()
+        except PublishError as exc:
+            log.error("cannot read the event spool depth: %s", exc)
+            return None
 
     # ----------------------------------------------------------------- main loop
 
@@ -279,7 +288,8 @@ class Runtime:
                 if self._process(item):
                     self.frames_processed += 1
                     self._rate.tick()
-                problem = self._frame_problem or self._publish_problem
+                problem = (self._frame_problem or self._publish_problem
+                           or self.publisher.delivery_problem())
                 if problem is not None:
                     self._set_status(STATUS_DEGRADED, problem)
                 else:
@@ -311,8 +321,8 @@ class Runtime:
                 if self._flush():
                     log.info("all events delivered; %d frames processed", self.frames_processed)
                 else:
-                    log.warning("%d events still in the spool after %g s; they are kept on disk "
-                                "and sent on the next start", self.publisher.spool_depth(),
+                    log.warning("%s events still in the spool after %g s; they are kept on disk "
+                                "and sent on the next start", self._spool_depth(),
                                 FLUSH_TIMEOUT_S)
             self.publisher.publish_stats(self.stats())  # the final figures, after the flush
         finally:

@@ -55,6 +55,7 @@ class BrokerOptions:
     tls_ca: Path | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    acl_file: Path | None = None  # re-read by the broker on reload() (SIGHUP)
 
 
 class Broker:
@@ -84,6 +85,8 @@ class Broker:
             lines.append("user root")
         if opts.password_file:
             lines.append(f"password_file {opts.password_file}")
+        if opts.acl_file:
+            lines.append(f"acl_file {opts.acl_file}")
         if opts.tls_cert:
             lines += [f"cafile {opts.tls_ca}", f"certfile {opts.tls_cert}",
                       f"keyfile {opts.tls_key}"]
@@ -120,6 +123,11 @@ class Broker:
         """SIGSTOP: the broker stops reading, so the publisher's PUBLISHes pile up unacked."""
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGSTOP)
+
+    def reload(self) -> None:
+        """SIGHUP: mosquitto re-reads its password and ACL files, clients stay connected."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGHUP)
 
     def restart(self) -> Broker:
         self.kill()

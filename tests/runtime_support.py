@@ -159,6 +159,9 @@ class RecorderPublisher:
     def spool_depth(self) -> int:
         return 0
 
+    def delivery_problem(self) -> str | None:
+        return None
+
     def flush(self, timeout_s: float) -> bool:
         self.calls.append("flush")
         return True

@@ -1,4 +1,5 @@
-"""MqttPublisher against a real Mosquitto: topics, schemas, Last Will, auth refusal, limits."""
+"""MqttPublisher against a real Mosquitto: topics, schemas, Last Will, auth refusal, ACL denial,
+limits, spool faults, one process per spool."""
 
 from __future__ import annotations
 
@@ -299,3 +300,153 @@ def test_tls_with_an_unknown_ca_never_connects(
     assert "TLS" in (pub.last_error or "")
     pub.close()
     gc.collect()  # let paho's leaked sockets warn here, under this test's filters
+
+
+def _hide_table(publisher: MqttPublisher, table: str) -> None:
+    """A real SQLite error on the next read of ``table`` ("no such table"), as a failing SD
+    card gives one; _restore_table undoes it."""
+    publisher.spool._conn.execute(f"ALTER TABLE {table} RENAME TO {table}_hidden")
+
+
+def _restore_table(publisher: MqttPublisher, table: str) -> None:
+    publisher.spool._conn.execute(f"ALTER TABLE {table}_hidden RENAME TO {table}")
+
+
+def test_a_spool_error_in_on_connect_neither_kills_delivery_nor_lies(
+    mqtt_broker: Broker, mqtt_subscriber_factory: Callable[..., Subscriber], tmp_path: Path,
+    publishers: list[MqttPublisher], caplog: pytest.LogCaptureFixture,
+) -> None:
+    count = 20
+    pub = start_publisher(make_config(mqtt_broker.port, tmp_path), tmp_path, publishers)
+    assert wait_until(lambda: pub.connection_state == "connected")
+    first = pub.submit_event(**event_fields(0))
+    assert pub.flush(WAIT_S)
+    # The CONNACK after the broker's restart reads the unannounced drops: that read now fails.
+    # Before the fix the sqlite3 error escaped on_connect and killed paho's network thread:
+    # "connected" forever, nothing delivered.
+    _hide_table(pub, "drops")
+    mqtt_broker.restart()
+    assert wait_until(lambda: "unannounced drops" in (pub.last_error or "")), pub.last_error
+    _restore_table(pub, "drops")
+    assert pub._client._thread is not None and pub._client._thread.is_alive()
+    sub = mqtt_subscriber_factory(mqtt_broker, [f"anomaly/{DEVICE}/events"])  # after the restart
+    stored = [pub.submit_event(**event_fields(i)).seq for i in range(1, count)]
+    assert pub.flush(WAIT_S), f"spool depth {pub.spool_depth()}, {pub.connection_state}"
+    assert sub.wait_for(lambda ms: {m.json()["seq"] for m in ms} >= set(stored), WAIT_S)
+    assert first.seq not in stored
+    assert any("unannounced drops" in r.getMessage() for r in caplog.records
+               if r.levelno >= logging.ERROR)
+
+
+def test_spool_read_errors_leave_stats_flowing_with_unknown_figures(
+    mqtt_broker: Broker, mqtt_subscriber_factory: Callable[..., Subscriber], tmp_path: Path,
+    publishers: list[MqttPublisher],
+) -> None:
+    sub = mqtt_subscriber_factory(mqtt_broker, [f"anomaly/{DEVICE}/stats"])
+    pub = start_publisher(make_config(mqtt_broker.port, tmp_path), tmp_path, publishers)
+    assert wait_until(lambda: pub.connection_state == "connected")
+    _hide_table(pub, "events")
+    try:
+        with pytest.raises(PublishError, match="spool read failed"):
+            pub.spool_depth()
+        pub.publish_stats({"fps": 1.0})  # raised sqlite3.OperationalError before the fix
+    finally:
+        _restore_table(pub, "events")
+    assert sub.wait_for(lambda ms: bool(ms), WAIT_S)
+    stats = sub.messages[0].json()
+    jsonschema.validate(stats, load_schema("stats"))
+    assert stats["spool_depth"] is None and stats["spool_dropped_total"] is None
+    assert "no such table" in stats["mqtt_last_error"]
+
+
+def test_a_limits_error_after_the_commit_still_returns_the_stored_event(
+    tmp_path: Path, publishers: list[MqttPublisher], caplog: pytest.LogCaptureFixture,
+) -> None:
+    max_events = 100
+    config = make_config(free_port(), tmp_path,
+                         spool=SpoolConfig(path=Path("spool.db"), max_events=max_events))
+    pub = MqttPublisher(config, DEVICE, BUNDLE, base_dir=tmp_path)  # never started: offline
+    publishers.append(pub)
+    pub.spool.append_many([event_fields(i) for i in range(max_events)])
+    _hide_table(pub, "drops")  # the drop the next event causes cannot be recorded
+    try:
+        # Before the fix this raised, and the runtime logged "NOT stored" for a stored event.
+        event = pub.submit_event(**event_fields(max_events))
+    finally:
+        _restore_table(pub, "drops")
+    assert event.seq == max_events + 1
+    assert [e.seq for e in pub.spool.pending(after_seq=max_events)] == [event.seq]
+    assert pub.last_error is not None and "spool limits" in pub.last_error
+    assert "events are stored" in caplog.text
+    pub.submit_event(**event_fields(max_events + 1))  # limits applied at the next one
+    assert pub.spool_depth() == max_events and pub.spool.dropped_total() == 2
+
+
+def _acl_broker(factory: Callable[..., Broker], acl: Path, writable: str) -> Broker:
+    acl.write_text(f"topic readwrite {writable}\ntopic read anomaly/#\n")
+    return factory(BrokerOptions(acl_file=acl))
+
+
+def test_acl_denied_events_stay_in_the_spool_and_are_sent_once_allowed(
+    mqtt_broker_factory: Callable[..., Broker], mqtt_subscriber_factory: Callable[..., Subscriber],
+    tmp_path: Path, publishers: list[MqttPublisher], caplog: pytest.LogCaptureFixture,
+) -> None:
+    count, observe_s = 5, 3.0
+    acl = tmp_path / "acl"
+    # The ACL lets this client write another device's topics only (a device_id / username
+    # mismatch). Mosquitto 2 answers a v5 client with PUBACK 0x87 Not authorized and drops the
+    # message; under MQTT 3.1.1 it sent a plain PUBACK and the events were deleted as delivered.
+    broker = _acl_broker(mqtt_broker_factory, acl, "anomaly/other-device/#")
+    sub = mqtt_subscriber_factory(broker, [f"anomaly/{DEVICE}/events"])
+    pub = start_publisher(make_config(broker.port, tmp_path, reconnect_max_s=1.0), tmp_path,
+                          publishers)
+    stored = [pub.submit_event(**event_fields(i)).seq for i in range(count)]
+    assert wait_until(lambda: pub.connection_state == "denied"), pub.connection_state
+    assert not pub.flush(observe_s)
+    assert pub.spool_depth() == count
+    message = pub.last_error or ""
+    assert "Not authorized" in message and f"anomaly/{DEVICE}/" in message
+    assert "ACL" in message and "device_id" in message
+    assert pub.delivery_problem() == pub.last_error  # the runtime reports it as degraded
+    denied = len([line for line in broker.log_path.read_text().splitlines()
+                  if "Denied PUBLISH" in line and f"'anomaly/{DEVICE}/events'" in line])
+    print(f"[acl denied] {denied} denied event publishes in ~{observe_s:g} s")
+    # Retried every reconnect_max_s (about 3 passes in observe_s), not in a tight loop.
+    assert count <= denied <= count * (observe_s / pub.config.reconnect_max_s + 2), denied
+    assert len([r for r in caplog.records if r.levelno >= logging.ERROR]) == 1
+    assert not sub.messages
+
+    acl.write_text(f"topic readwrite anomaly/{DEVICE}/#\ntopic read anomaly/#\n")
+    broker.reload()
+    assert pub.flush(WAIT_S), f"spool depth {pub.spool_depth()}, {pub.last_error}"
+    assert wait_until(lambda: pub.connection_state == "connected")
+    assert pub.last_error is None and pub.delivery_problem() is None
+    assert sub.wait_for(lambda ms: len(ms) >= count, WAIT_S)
+    assert [m.json()["seq"] for m in sub.messages] == stored
+
+
+def test_a_second_process_on_the_same_spool_is_refused_clearly(
+    mqtt_broker: Broker, tmp_path: Path,
+) -> None:
+    spool = tmp_path / "spool.db"
+    child = subprocess.Popen(
+        [sys.executable, str(CHILD), "--port", str(mqtt_broker.port), "--spool", str(spool),
+         "--hold-s", "60"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "READY"
+        # The same config started twice: before the fix both ran, shared the spool and the
+        # client id, and knocked each other off the broker in a loop.
+        with pytest.raises(PublishError) as info:
+            MqttPublisher(make_config(mqtt_broker.port, tmp_path), DEVICE, BUNDLE,
+                          base_dir=tmp_path)
+        message = str(info.value)
+        assert str(spool) in message and f"PID {child.pid}" in message
+        assert "already in use" in message and "Stop the other process" in message
+    finally:
+        child.kill()
+        child.wait()
+        if child.stdout:
+            child.stdout.close()
+    # The lock dies with its process: no stale lock file to clean up after a crash.
+    MqttPublisher(make_config(mqtt_broker.port, tmp_path), DEVICE, BUNDLE,
+                  base_dir=tmp_path).close()

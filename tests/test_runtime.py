@@ -133,6 +133,23 @@ def test_a_refused_event_is_reported_and_the_run_goes_on(tmp_path, runtime_bundl
     assert state_r0c1["state"] == "anomaly" and state_r0c1["event_id"] == "id-1"
 
 
+def test_denied_delivery_is_degraded_and_a_spool_read_error_does_not_end_the_run(
+        tmp_path, runtime_bundle, caplog):
+    runtime, publisher = make_runtime(tmp_path, runtime_bundle, [((0, 0),), ()],
+                                      mqtt="stats_interval_s = 0.01")
+    denied = "broker refused event seq 1 on 'anomaly/line-1/events': Not authorized"
+
+    def unreadable_spool() -> int:
+        raise PublishError("event spool read failed at 'spool.db': disk I/O error")
+
+    publisher.delivery_problem = lambda: denied  # type: ignore[method-assign]
+    publisher.spool_depth = unreadable_spool  # type: ignore[method-assign]
+    assert runtime.run() == 0  # the stats' spool read raised out of run() before the fix
+    assert publisher.statuses == [("degraded", denied)]
+    assert publisher.stats and all(s["spool_depth"] is None for s in publisher.stats)
+    assert "cannot read the event spool depth" in caplog.text
+
+
 class StallingSource(Source):
     """Two frames with a pause between them longer than the stall timeout; then the end."""
 

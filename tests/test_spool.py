@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from pathlib import Path
@@ -73,6 +74,57 @@ def test_max_age_drops_old_events(tmp_path: Path) -> None:
     assert drop is not None and drop.count == 1 and drop.reason == "max_age_s"
     assert [e.seq for e in spool.pending()] == [2]
     spool.close()
+
+
+def test_a_drop_warning_never_claims_delivered_events_were_dropped(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "s.db", SpoolConfig(max_events=MIN_MAX_EVENTS))
+    spool.append_many([event_fields(i) for i in range(MIN_MAX_EVENTS + 5)])
+    assert spool.enforce_limits() is not None  # seq 1..5 dropped
+    in_flight = spool.unreported_drops()  # the warning for 1..5 goes out
+    spool.ack_many(list(range(6, 51)))  # meanwhile 6..50 are delivered
+    spool.append_many([event_fields(i) for i in range(55)])
+    assert spool.enforce_limits() is not None  # 51..60 dropped
+    assert in_flight is not None
+    spool.mark_reported(in_flight)  # PUBACK of the first warning
+    later = spool.unreported_drops()
+    assert later is not None
+    # Before the fix: seq 6..60, count 10 — 45 delivered events claimed as dropped.
+    assert (later.first_seq, later.last_seq, later.count) == (51, 60, 10)
+    spool.mark_reported(later)
+    assert spool.unreported_drops() is None
+    spool.append_many([event_fields(i) for i in range(3)])
+    spool.enforce_limits()  # 61..63, then (contiguous) 64..65: announced as one range
+    spool.append_many([event_fields(i) for i in range(2)])
+    spool.enforce_limits()
+    merged = spool.unreported_drops()
+    assert merged is not None and (merged.first_seq, merged.last_seq, merged.count) == (61, 65, 5)
+    spool.close()
+
+
+def test_an_old_spool_keeps_its_unannounced_drop(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    Spool(path, SpoolConfig()).close()
+    conn = sqlite3.connect(path)  # the counters an older release kept the drop in
+    conn.executemany("INSERT INTO counters(name, value) VALUES (?, ?)",
+                     [("unreported_count", 7), ("unreported_first", 1), ("unreported_last", 7)])
+    conn.commit()
+    conn.close()
+    spool = Spool(path, SpoolConfig())
+    drop = spool.unreported_drops()
+    assert drop is not None and (drop.count, drop.first_seq, drop.last_seq) == (7, 1, 7)
+    spool.close()
+
+
+def test_a_second_opener_of_the_same_spool_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    spool = Spool(path, SpoolConfig())
+    with pytest.raises(PublishError) as info:
+        Spool(path, SpoolConfig())
+    message = str(info.value)
+    assert str(path) in message and f"PID {os.getpid()}" in message
+    assert str(path) + ".lock" in message and "Stop the other process" in message
+    spool.close()
+    Spool(path, SpoolConfig()).close()  # free again once closed
 
 
 def test_unwritable_path_is_a_clear_publish_error(tmp_path: Path) -> None:

@@ -2,8 +2,8 @@
 
 Delivery design (docs/mqtt.md):
 
-* ``submit_event`` commits the event to the SQLite spool, then wakes the sender thread; it never
-  waits for the network.
+* ``submit_events`` commits a frame's events to the SQLite spool in one transaction, then wakes
+  the sender thread; it never waits for the network.
 * The sender thread is the only code that publishes events. It reads the spool in seq order and
   keeps at most ``max_inflight`` events unacknowledged; an event leaves the spool only on its
   PUBACK (``on_publish`` with its mid).
@@ -13,14 +13,21 @@ Delivery design (docs/mqtt.md):
   publish of the old pass off the new connection ahead of that restart (it would overtake).
 * Result: at-least-once, in seq order, duplicates possible (a PUBACK lost in a broker crash);
   subscribers drop duplicates by ``event_id``.
+* MQTT v5, because MQTT 3.1.1 cannot say "no": Mosquitto PUBACKs a publish its ACL denies and
+  drops it. Under v5 the PUBACK carries 0x87 (Not authorized); such an event is NOT acked, stays
+  in the spool, and the pass restarts from the lowest unacked seq after ``reconnect_max_s``.
+* Every paho callback is guarded: an exception escaping one would kill paho's network thread
+  while the publisher still looked connected.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import threading
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,8 +64,25 @@ SEND_LOCK_TIMEOUT_S = 5.0
 _CONNECTED = "connected"
 _CONNECTING = "connecting"
 _REFUSED = "refused"
+_DENIED = "denied"  # connected, but the broker refuses our publishes (ACL); nothing is delivered
 _DISCONNECTED = "disconnected"
 _CLOSED = "closed"
+
+
+def _guarded(callback: Callable[..., None]) -> Callable[..., None]:
+    """Keep an exception in a paho callback from killing paho's network thread: log it, record
+    it in ``last_error``; delivery goes on (the spool still has every event)."""
+
+    @functools.wraps(callback)
+    def guarded(self: MqttPublisher, *args: Any) -> None:
+        try:
+            callback(self, *args)
+        except Exception as err:
+            self.last_error = f"internal error in MQTT callback {callback.__name__}: {err}"
+            log.exception("MQTT callback %s failed; the connection goes on",
+                          callback.__name__)
+
+    return guarded
 
 
 class MqttPublisher:
@@ -76,13 +100,19 @@ class MqttPublisher:
                            config.spool)
         #: Human-readable reason why the publisher cannot deliver right now; None when healthy.
         self.last_error: str | None = None
-        #: "connecting" | "connected" | "refused" | "disconnected" | "closed"
+        #: "connecting" | "connected" | "denied" | "refused" | "disconnected" | "closed"
         self.connection_state = _CONNECTING
         self.rejected_total = 0
+        # v5: a denied publish gets a PUBACK with a failure reason code (3.1.1 acks it as if
+        # delivered). clean_start (at connect): the spool, not the broker session, holds what
+        # we owe.
         self._client = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=payloads.client_id_for(config, device_id),
-            clean_session=True,  # the spool, not the broker session, holds what we owe
+            protocol=mqtt.MQTTv5,
         )
+        # Second line of defence behind @_guarded: paho logs and swallows a callback exception
+        # instead of ending its network thread.
+        self._client.suppress_exceptions = True
         self._client.on_connect = self._on_connect
         self._client.on_connect_fail = self._on_connect_fail
         self._client.on_disconnect = self._on_disconnect
@@ -99,6 +129,8 @@ class MqttPublisher:
         # only once the broker has the warning.
         self._warning_inflight: tuple[int, DropReport] | None = None
         self._refusals = 0
+        self._denials = 0  # denied publishes since the broker last accepted an event
+        self._denied_reason = ""  # reason code text of the latest denied publish
         self._stopping = threading.Event()
         self._sender = threading.Thread(target=self._sender_main, name="mqtt-sender", daemon=True)
         self._started = False
@@ -114,7 +146,8 @@ class MqttPublisher:
         self._client.will_set(self.topics.status, payloads.encode(will), STATUS_QOS, retain=True)
         self._set_backoff(cfg.reconnect_min_s, cfg.reconnect_max_s)
         self._client.max_inflight_messages_set(cfg.max_inflight + PAHO_INFLIGHT_HEADROOM)
-        self._client.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive_s)
+        self._client.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive_s,
+                                   clean_start=True)
         self._client.loop_start()
         self._sender.start()
         self._started = True
@@ -150,34 +183,47 @@ class MqttPublisher:
     # ----------------------------------------------------------------- public API
 
     def submit_event(self, **fields: Any) -> Event:
-        """Store an event durably and queue it for delivery; returns it with event_id and seq.
+        """One event through :meth:`submit_events`; its PublishError is raised, not returned."""
+        result = self.submit_events([fields])[0]
+        if isinstance(result, PublishError):
+            raise result
+        return result
 
-        Raises PublishError if the spool cannot be written or the payload is too large (the
-        oversized event is kept in the spool's ``rejected`` table, not sent).
+    def submit_events(self, batch: Sequence[dict[str, Any]]) -> list[Event | PublishError]:
+        """Store a frame's events durably in ONE spool transaction and queue them for delivery.
+
+        Returns, in order, each stored Event or the PublishError that kept that one event out
+        (not encodable, or too large: kept in the ``rejected`` table). Raises PublishError when
+        the spool cannot be written at all (then none of the events is stored).
         """
-        probe = Event(event_id="0" * 36, seq=payloads.SEQ_SIZE_BOUND, **fields)
+        limit = self.config.max_payload_bytes
+        problems: list[PublishError | None] = []
+        for fields in batch:
+            problem, size = payloads.event_problem(fields, limit, self.spool.path)
+            if size > limit:  # kept for inspection, never sent
+                self.spool.reject(fields, f"payload {size} bytes > max_payload_bytes")
+                self.rejected_total += 1
+            problems.append(None if problem is None else PublishError(problem))
+        stored = iter(self.spool.append_many(
+            [fields for fields, problem in zip(batch, problems, strict=True) if problem is None]))
+        if None in problems:
+            self._enforce_limits()
+            self._inbox.put(("wake", 0))
+        return [problem if problem is not None else next(stored) for problem in problems]
+
+    def _enforce_limits(self) -> None:
+        """Apply the spool limits and announce drops; a failure here is logged, not raised.
+
+        The events are committed before this runs, so a caller told "not stored" would be told
+        a lie (they are stored and will be sent). The limits are applied again at the next
+        submission and every LIMITS_CHECK_INTERVAL_S by the sender.
+        """
         try:
-            size = len(payloads.encode(probe.to_payload()))
-        except (TypeError, ValueError) as err:
-            raise PublishError(
-                f"event for crop {fields.get('crop')!r} cannot be encoded as JSON: {err}. "
-                "Scores and thresholds must be finite numbers (no NaN or infinity) and extra "
-                "fields plain JSON values."
-            ) from err
-        if size > self.config.max_payload_bytes:
-            self.spool.reject(fields, f"payload {size} bytes > max_payload_bytes")
-            self.rejected_total += 1
-            raise PublishError(
-                f"event for crop {fields.get('crop')!r} is {size} bytes as JSON, more than "
-                f"[mqtt] max_payload_bytes = {self.config.max_payload_bytes}. It was kept in the "
-                f"spool's rejected table ({self.spool.path}), not sent. Shrink the 'extra' fields "
-                "or raise max_payload_bytes (the broker's message_size_limit must allow it)."
-            )
-        event = self.spool.append(fields)
-        if self.spool.enforce_limits() is not None:
-            self._report_drops()
-        self._inbox.put(("wake", 0))
-        return event
+            if self.spool.enforce_limits() is not None:
+                self._report_drops()
+        except PublishError as err:
+            self.last_error = f"could not apply the spool limits (events are stored): {err}"
+            log.error("MQTT %s", self.last_error)
 
     def publish_state(self, crop: str, payload: dict[str, Any]) -> None:
         """Retained QoS 1 state of one crop; re-published after every reconnect."""
@@ -190,11 +236,18 @@ class MqttPublisher:
 
     def publish_stats(self, stats: dict[str, Any]) -> None:
         """QoS 0, not retained; adds spool and connection figures. Skipped while offline."""
-        body = {"schema": payloads.STATS_SCHEMA, "device_id": self.device_id,
-                "timestamp": utc_iso(time.time()), **stats,
+        try:
+            spool_figures: dict[str, Any] = {
                 "spool_depth": self.spool.depth(),
                 "spool_oldest_age_s": round(self.spool.oldest_age_s(), 3),
-                "spool_dropped_total": self.spool.dropped_total(),
+                "spool_dropped_total": self.spool.dropped_total()}
+        except PublishError as err:  # unknown is the truth; the stats still go out
+            self.last_error = str(err)
+            log.error("MQTT stats without spool figures: %s", err)
+            spool_figures = dict.fromkeys(
+                ("spool_depth", "spool_oldest_age_s", "spool_dropped_total"))
+        body = {"schema": payloads.STATS_SCHEMA, "device_id": self.device_id,
+                "timestamp": utc_iso(time.time()), **stats, **spool_figures,
                 "events_rejected_total": self.rejected_total,
                 "mqtt_state": self.connection_state, "mqtt_last_error": self.last_error}
         if self._connected:
@@ -210,8 +263,13 @@ class MqttPublisher:
                 self._client.publish(self.topics.status, body, qos=STATUS_QOS, retain=True)
 
     def spool_depth(self) -> int:
-        """Events stored but not yet acknowledged by the broker."""
+        """Events stored but not yet acknowledged by the broker (PublishError if unreadable)."""
         return self.spool.depth()
+
+    def delivery_problem(self) -> str | None:
+        """Why events are not delivered although the broker is connected (its ACL denies
+        them), else None; the runtime reports it as ``degraded``."""
+        return self.last_error if self.connection_state == _DENIED else None
 
     def flush(self, timeout_s: float) -> bool:
         """Wait until every spooled event is acknowledged; False on timeout."""
@@ -220,8 +278,9 @@ class MqttPublisher:
 
     # ----------------------------------------------------------------- paho callbacks
     # They run on paho's network thread and must not block on anything the sender holds while
-    # it calls into paho (hence the inbox queue for acks).
+    # it calls into paho (hence the inbox queue for acks). Each is @_guarded.
 
+    @_guarded
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
                     properties: Any) -> None:
         if reason.is_failure:
@@ -231,12 +290,8 @@ class MqttPublisher:
             dropped = client.drop_out_messages()  # the spool re-sends them, in order
             self._epoch += 1
             self._connected = True
-            status, why = self._status
-            body = payloads.status_payload(self.device_id, status, why, self.bundle_info)
-            client.publish(self.topics.status, payloads.encode(body), qos=STATUS_QOS, retain=True)
-            for crop, state in self._states.items():
-                client.publish(self.topics.crop_state(crop), state, qos=STATE_QOS, retain=True)
             self._inbox.put(("connected", self._epoch))
+            self._republish_retained_locked()
         if self._refusals:
             # Back to the configured back-off after a slow retry against a refusing broker.
             self._set_backoff(self.config.reconnect_min_s, self.config.reconnect_max_s)
@@ -264,6 +319,16 @@ class MqttPublisher:
         else:
             log.debug("MQTT connection refused again (%d times): %s", self._refusals, reason)
 
+    def _republish_retained_locked(self) -> None:
+        """Status and every crop state again (after a connect or a denial); holds _send_lock."""
+        status, why = self._status
+        body = payloads.status_payload(self.device_id, status, why, self.bundle_info)
+        self._client.publish(self.topics.status, payloads.encode(body), qos=STATUS_QOS,
+                             retain=True)
+        for crop, state in self._states.items():
+            self._client.publish(self.topics.crop_state(crop), state, qos=STATE_QOS, retain=True)
+
+    @_guarded
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         if self.connection_state != _REFUSED:
             first = self.last_error is None
@@ -274,6 +339,7 @@ class MqttPublisher:
             self.connection_state = _DISCONNECTED
             (log.warning if first else log.debug)("MQTT %s", self.last_error)
 
+    @_guarded
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
                        properties: Any) -> None:
         # Taken so that no publish of the sender can slip onto the next connection before its
@@ -291,9 +357,16 @@ class MqttPublisher:
                            f"({reason}); events are kept in the spool")
         log.warning("MQTT %s", self.last_error)
 
+    @_guarded
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any,
                     properties: Any) -> None:
-        self._inbox.put(("ack", mid))
+        # Nothing here may raise before the put: a lost answer would hold its window slot until
+        # the next reconnect.
+        if getattr(reason, "is_failure", False):  # v5 PUBACK, e.g. 0x87 Not authorized
+            self._denied_reason = f"{reason} (reason code 0x{getattr(reason, 'value', 0):02X})"
+            self._inbox.put(("denied", mid))  # NOT delivered: the event stays in the spool
+        else:
+            self._inbox.put(("ack", mid))
 
     # ----------------------------------------------------------------- sender thread
 
@@ -302,7 +375,12 @@ class MqttPublisher:
         with self._drops_lock:
             if not self._connected or self._warning_inflight is not None:
                 return
-            drop = self.spool.unreported_drops()
+            try:
+                drop = self.spool.unreported_drops()
+            except PublishError as err:  # announced later: next drop, connect or limits check
+                self.last_error = f"could not read the spool's unannounced drops: {err}"
+                log.error("MQTT %s", self.last_error)
+                return
             if drop is None:
                 return
             body = payloads.warning_payload(
@@ -323,6 +401,56 @@ class MqttPublisher:
         self._report_drops()  # drops made while the warning was in flight
         return True
 
+    def _warning_denied(self, mid: int) -> bool:
+        with self._drops_lock:
+            if self._warning_inflight is None or self._warning_inflight[0] != mid:
+                return False
+            self._warning_inflight = None  # still unannounced; sent again after the pause
+        return True
+
+    def _publish_denied(self, sender: _SenderState, mid: int) -> None:
+        """The broker refused a publish (v5 PUBACK failure code): keep the event, say why."""
+        seq = sender.inflight.pop(mid, None)
+        if seq is not None:
+            what = f"event seq {seq} on '{self.topics.events}'"
+            if sender.paused_until is None:  # retry after a pause, never in a tight loop
+                sender.paused_until = time.monotonic() + self.config.reconnect_max_s
+        elif self._warning_denied(mid):
+            what = f"the spool warning on '{self.topics.warnings}'"
+        else:
+            what = f"a status or crop state message under '{self.topics.base}/'"
+        self._denials += 1
+        self.connection_state = _DENIED
+        self.last_error = (
+            f"broker {self.config.host}:{self.config.port} refused {what}: "
+            f"{self._denied_reason}. Events are kept in the spool and re-sent every "
+            f"{self.config.reconnect_max_s:g} s. The broker's ACL must let this client's "
+            f"username write '{self.topics.base}/#'; with 'pattern write <prefix>/%u/#' the "
+            f"username must equal the device_id '{self.device_id}' (docs/security.md)."
+        )
+        (log.error if self._denials == 1 else log.debug)("MQTT %s", self.last_error)
+
+    def _denial_over(self) -> None:
+        self._denials = 0
+        self.connection_state, self.last_error = _CONNECTED, None
+        log.info("MQTT broker %s:%d accepts events again; delivery resumed",
+                 self.config.host, self.config.port)
+
+    def _resume_after_denial(self, sender: _SenderState) -> bool:
+        """False while paused after a denied event; once the pause is over and every publish of
+        the old pass is answered, restart the pass from the lowest unacked seq (in order)."""
+        if sender.paused_until is None:
+            return True
+        if time.monotonic() < sender.paused_until or sender.inflight:
+            return False
+        sender.paused_until, sender.sent_upto, sender.more_pending = None, 0, True
+        log.debug("MQTT re-sending denied events from the lowest unacked seq")
+        with self._send_lock:
+            if self._connected:
+                self._republish_retained_locked()
+        self._report_drops()
+        return True
+
     def _sender_main(self) -> None:
         sender = _SenderState()
         next_limits_check = time.monotonic() + LIMITS_CHECK_INTERVAL_S
@@ -334,15 +462,17 @@ class MqttPublisher:
                 self._send_window(sender)
                 if time.monotonic() >= next_limits_check:
                     next_limits_check = time.monotonic() + LIMITS_CHECK_INTERVAL_S
-                    if self.spool.enforce_limits() is not None:
-                        self._report_drops()
+                    self._enforce_limits()
+                    self._report_drops()  # also drops whose announcement failed earlier
             except Exception as err:  # the sender must survive a failing disk; it says so loudly
                 self.last_error = f"event sender failed: {err}"
                 log.exception("MQTT event sender failed; retrying in %g s", SENDER_ERROR_BACKOFF_S)
                 self._stopping.wait(SENDER_ERROR_BACKOFF_S)
 
     def _can_send(self, sender: _SenderState) -> bool:
-        return (self._connected and sender.epoch == self._epoch
+        paused = sender.paused_until is not None and (
+            time.monotonic() < sender.paused_until or bool(sender.inflight))
+        return (self._connected and sender.epoch == self._epoch and not paused
                 and len(sender.inflight) < self.config.max_inflight and sender.more_pending)
 
     def _drain_inbox(self, sender: _SenderState, block: bool) -> None:
@@ -351,6 +481,7 @@ class MqttPublisher:
         except queue.Empty:
             sender.more_pending = True  # periodic re-check of the spool
             return
+        acked: list[int] = []  # deleted in one spool transaction below, not one each
         while True:
             kind, value = item
             if kind == "ack":
@@ -358,21 +489,30 @@ class MqttPublisher:
                 if seq is None:
                     self._warning_acked(value)
                 else:
-                    self.spool.ack(seq)
-                    with self._acked:
-                        self._acked.notify_all()
+                    acked.append(seq)
+                    if self.connection_state == _DENIED and sender.paused_until is None:
+                        self._denial_over()
+            elif kind == "denied":
+                self._publish_denied(sender, value)
             elif kind == "connected":
                 sender.epoch, sender.sent_upto = value, 0
                 sender.inflight.clear()
                 sender.more_pending = True
+                sender.paused_until = None
             elif kind == "wake":
                 sender.more_pending = True
             try:
                 item = self._inbox.get_nowait()
             except queue.Empty:
-                return
+                break
+        if acked:
+            self.spool.ack_many(acked)
+            with self._acked:
+                self._acked.notify_all()
 
     def _send_window(self, sender: _SenderState) -> None:
+        if not self._resume_after_denial(sender):
+            return
         room = self.config.max_inflight - len(sender.inflight)
         if room <= 0 or not self._connected or sender.epoch != self._epoch:
             return
@@ -398,3 +538,4 @@ class _SenderState:
         self.sent_upto = 0  # highest seq handed to paho in this connection epoch
         self.inflight: dict[int, int] = {}  # paho mid → event seq, awaiting PUBACK
         self.more_pending = True
+        self.paused_until: float | None = None  # monotonic; set when the broker denied an event

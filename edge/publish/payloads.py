@@ -20,7 +20,7 @@ import paho.mqtt.client as mqtt
 
 from edge.errors import PublishError
 from edge.publish.settings import AuthConfig, MqttConfig, TlsConfig
-from edge.types import utc_iso
+from edge.types import Event, utc_iso
 
 log = logging.getLogger(__name__)
 
@@ -206,3 +206,21 @@ def configure_security(client: mqtt.Client, config: MqttConfig, base_dir: Path) 
 def client_id_for(config: MqttConfig, device_id: str) -> str:
     """The configured client id, or one derived from the device id (stable across restarts)."""
     return config.client_id or f"edge-{device_id}"
+
+
+def event_problem(fields: dict[str, Any], max_payload_bytes: int,
+                  spool_path: object) -> tuple[str | None, int]:
+    """(why this event cannot be sent or None, its encoded size in bytes; 0 if not encodable)."""
+    probe = Event(event_id="0" * 36, seq=SEQ_SIZE_BOUND, **fields)
+    try:
+        size = len(encode(probe.to_payload()))
+    except (TypeError, ValueError) as err:
+        return (f"event for crop {fields.get('crop')!r} cannot be encoded as JSON: {err}. "
+                "Scores and thresholds must be finite numbers (no NaN or infinity) and extra "
+                "fields plain JSON values."), 0
+    if size > max_payload_bytes:
+        return (f"event for crop {fields.get('crop')!r} is {size} bytes as JSON, more than "
+                f"[mqtt] max_payload_bytes = {max_payload_bytes}. It was kept in the spool's "
+                f"rejected table ({spool_path}), not sent. Shrink the 'extra' fields or raise "
+                "max_payload_bytes (the broker's message_size_limit must allow it)."), size
+    return None, size

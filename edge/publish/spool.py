@@ -6,18 +6,23 @@ owns the per-device sequence number: it continues across restarts, even after ev
 acknowledged and deleted (SQLite's AUTOINCREMENT never reuses a rowid, it remembers the highest
 one ever handed out in ``sqlite_sequence``).
 
-One connection is shared by the threads of one publisher and guarded by a lock; SQLite's own
-locking covers a second process opening the same file.
+One connection is shared by the threads of one publisher and guarded by a lock. One process owns
+a spool: an exclusive ``flock`` on ``<spool>.lock`` refuses a second publisher on the same file
+(the same config started twice would share the client id and knock each other off the broker).
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import logging
+import os
 import sqlite3
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -54,12 +59,22 @@ CREATE TABLE IF NOT EXISTS counters (
     name TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 );
+-- Drops not yet announced on MQTT, one row per drop (kept on disk so that a restart before the
+-- next connection does not swallow the warning). Ranges, not one first..last pair: events
+-- delivered between two drops must never be reported as dropped.
+CREATE TABLE IF NOT EXISTS drops (
+    id INTEGER PRIMARY KEY,
+    first_seq INTEGER NOT NULL,
+    last_seq INTEGER NOT NULL,
+    count INTEGER NOT NULL
+);
 """
 
 
-# dropped_total: ever dropped by the limits. unreported_*: drops not yet announced on MQTT
-# (kept on disk so that a restart before the next connection does not swallow the warning).
-_COUNTERS = ("dropped_total", "unreported_count", "unreported_first", "unreported_last")
+# dropped_total: ever dropped by the limits (persists across restarts).
+_COUNTERS = ("dropped_total",)
+# Spools written before the drops table kept the unannounced drops in these counters.
+_LEGACY_UNREPORTED = ("unreported_count", "unreported_first", "unreported_last")
 
 
 @dataclass(frozen=True)
@@ -78,7 +93,9 @@ class Spool:
     def __init__(self, path: Path, config: SpoolConfig) -> None:
         self.path = Path(path)
         self.config = config
+        self.lock_path = self.path.with_name(self.path.name + ".lock")
         self._lock = threading.Lock()
+        self._lock_fd: int | None = None
         self._conn = self._open()
 
     def _fail(self, action: str, err: Exception) -> PublishError:
@@ -97,6 +114,10 @@ class Spool:
             )
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise self._fail("open", err) from err
+        self._lock_fd = self._take_process_lock()
+        try:
             conn = sqlite3.connect(
                 str(self.path), timeout=BUSY_TIMEOUT_S, check_same_thread=False,
                 isolation_level=None,  # explicit BEGIN/COMMIT: we decide when a write is durable
@@ -104,7 +125,7 @@ class Spool:
             conn.execute("PRAGMA journal_mode=WAL")
             # FULL, not NORMAL: in WAL mode NORMAL skips the fsync at each commit, so a power cut
             # (real on a line device) can roll back events we already told the runtime were
-            # stored. Events are rare (state changes), so one fsync per event is affordable.
+            # stored. A frame's events share one commit (append_many), acks one per batch.
             conn.execute("PRAGMA synchronous=FULL")
             conn.executescript(_SCHEMA)
             # A read-only file opens fine; only a write reveals it. Probe now, not at the first
@@ -112,44 +133,86 @@ class Spool:
             conn.execute("BEGIN IMMEDIATE")
             for name in _COUNTERS:
                 conn.execute("INSERT OR IGNORE INTO counters(name, value) VALUES (?, 0)", (name,))
+            _migrate_unreported_counters(conn)
             conn.execute("COMMIT")
         except (sqlite3.Error, OSError) as err:
+            self._release_process_lock()
             raise self._fail("open", err) from err
         return conn
 
+    def _take_process_lock(self) -> int:
+        """Exclusive flock on ``<spool>.lock``; released by close() or by the process dying."""
+        try:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            raise self._fail("lock", err) from err
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise self._fail("lock", err) from err
+            raise PublishError(
+                f"event spool '{self.path}' is already in use by another process (PID {holder}, "
+                f"holding '{self.lock_path}'). Two publishers on one spool would share its events "
+                "and the MQTT client id and knock each other off the broker. Stop the other "
+                "process, or give this device its own config ([mqtt.spool] path, device_id)."
+            ) from err
+        try:  # the PID only helps the message above; a full disk must not stop the spool here
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        except OSError:
+            log.debug("could not write the PID into %s", self.lock_path, exc_info=True)
+        return fd
+
+    def _release_process_lock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the descriptor releases the flock
+            self._lock_fd = None
+
     def close(self) -> None:
-        """Close the database; further calls raise PublishError."""
+        """Close the database and release the process lock; further calls raise PublishError."""
         with self._lock:
             self._conn.close()
+            self._release_process_lock()
 
     def append(self, event_fields: dict[str, Any]) -> Event:
         """Store one event durably (committed, fsynced) and return it with its event_id and seq.
 
         The limits are not applied here; call :meth:`enforce_limits` after it and report drops.
         """
-        unknown = set(event_fields) - (EVENT_FIELDS - ASSIGNED_FIELDS)
-        missing = EVENT_FIELDS - ASSIGNED_FIELDS - {"extra"} - set(event_fields)
-        if unknown or missing:
-            raise TypeError(
-                f"event fields do not match edge.types.Event: unknown {sorted(unknown)}, "
-                f"missing {sorted(missing)} (event_id and seq are assigned by the spool)"
-            )
-        event_id = str(uuid.uuid4())
-        body = json.dumps(event_fields, allow_nan=False)
+        return self.append_many([event_fields])[0]
+
+    def append_many(self, batch: Sequence[dict[str, Any]]) -> list[Event]:
+        """Store several events in ONE transaction (one fsync); all are stored or none.
+
+        A frame's events go in together: with ``synchronous=FULL`` the commit's fsync is the cost,
+        not the rows, so a frame with several events pays it once. Returns the events with their
+        event_id and seq, in the order given. Limits are applied by :meth:`enforce_limits`.
+        """
+        for event_fields in batch:
+            _check_fields(event_fields)
+        rows = [(str(uuid.uuid4()), json.dumps(f, allow_nan=False)) for f in batch]
+        if not rows:
+            return []
         now = time.time()
+        seqs: list[int] = []
         with self._lock:
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
-                cursor = self._conn.execute(
-                    "INSERT INTO events(event_id, created_at, payload) VALUES (?, ?, ?)",
-                    (event_id, now, body),
-                )
-                seq = int(cursor.lastrowid or 0)
+                for event_id, body in rows:
+                    cursor = self._conn.execute(
+                        "INSERT INTO events(event_id, created_at, payload) VALUES (?, ?, ?)",
+                        (event_id, now, body),
+                    )
+                    seqs.append(int(cursor.lastrowid or 0))
                 self._conn.execute("COMMIT")
             except sqlite3.Error as err:
                 self._rollback_locked()
                 raise self._fail("write", err) from err
-        return Event(event_id=event_id, seq=seq, **event_fields)
+        return [Event(event_id=event_id, seq=seq, **event_fields)
+                for (event_id, _), seq, event_fields in zip(rows, seqs, batch, strict=True)]
 
     def reject(self, event_fields: dict[str, Any], reason: str) -> None:
         """Keep an event that cannot be published (e.g. too large) for inspection; never sent."""
@@ -182,6 +245,14 @@ class Spool:
                 drop.reason, drop.count, drop.first_seq, drop.last_seq,
             )
         return drop
+
+    def _restore_full_sync_locked(self) -> None:
+        # Every other write (events, drop counters) must stay fsynced; if that cannot be
+        # restored the spool is unusable, and saying so beats silently weaker durability.
+        try:
+            self._conn.execute("PRAGMA synchronous=FULL")
+        except sqlite3.Error as err:
+            raise self._fail("write", err) from err
 
     def _rollback_locked(self) -> None:
         try:
@@ -216,11 +287,8 @@ class Spool:
         conn.execute(
             "UPDATE counters SET value = value + ? WHERE name = 'dropped_total'", (count,)
         )
-        unreported = self._counters_locked()
-        if unreported["unreported_count"] == 0:
-            self._set_counter_locked("unreported_first", int(first))
-        self._set_counter_locked("unreported_count", unreported["unreported_count"] + int(count))
-        self._set_counter_locked("unreported_last", int(cutoff_seq))
+        conn.execute("INSERT INTO drops(first_seq, last_seq, count) VALUES (?, ?, ?)",
+                     (int(first), int(cutoff_seq), int(count)))
         return DropReport(count=int(count), first_seq=int(first), last_seq=int(cutoff_seq),
                           reason=reason)
 
@@ -238,61 +306,109 @@ class Spool:
 
     def ack(self, seq: int) -> None:
         """Delete an event the broker acknowledged. Unknown seqs (already acked) are ignored."""
+        self.ack_many([seq])
+
+    def ack_many(self, seqs: Sequence[int]) -> None:
+        """Delete several acknowledged events in one transaction (one fsync, not one each).
+
+        The sender calls this once per batch of PUBACKs it drained. The commit is not fsynced
+        (``synchronous=NORMAL`` for this transaction only): a power cut can undo an ack, which
+        re-sends an event the broker already has — a duplicate, as at-least-once allows — while
+        the next event commit (FULL) flushes it anyway. Events themselves are always fsynced.
+        """
+        if not seqs:
+            return
         with self._lock:
             try:
-                self._conn.execute("DELETE FROM events WHERE seq = ?", (seq,))
-            except sqlite3.Error as err:
-                raise self._fail("delete", err) from err
-
-    def depth(self) -> int:
-        """Number of events waiting for a PUBACK."""
-        with self._lock:
-            return int(self._conn.execute("SELECT COUNT(*) FROM events").fetchone()[0])
-
-    def oldest_age_s(self) -> float:
-        """Age in seconds of the oldest waiting event; 0.0 when the spool is empty."""
-        with self._lock:
-            oldest = self._conn.execute("SELECT MIN(created_at) FROM events").fetchone()[0]
-        return 0.0 if oldest is None else max(0.0, time.time() - float(oldest))
-
-    def _counters_locked(self) -> dict[str, int]:
-        return {name: int(value) for name, value in
-                self._conn.execute("SELECT name, value FROM counters").fetchall()}
-
-    def _set_counter_locked(self, name: str, value: int) -> None:
-        self._conn.execute("UPDATE counters SET value = ? WHERE name = ?", (value, name))
-
-    def unreported_drops(self) -> DropReport | None:
-        """Drops not yet announced (summed since the last :meth:`mark_reported`), or None."""
-        with self._lock:
-            counters = self._counters_locked()
-        if counters["unreported_count"] == 0:
-            return None
-        return DropReport(count=counters["unreported_count"],
-                          first_seq=counters["unreported_first"],
-                          last_seq=counters["unreported_last"], reason="limits")
-
-    def mark_reported(self, report: DropReport) -> None:
-        """Forget drops that were announced (later drops stay unreported)."""
-        with self._lock:
-            try:
+                self._conn.execute("PRAGMA synchronous=NORMAL")
                 self._conn.execute("BEGIN IMMEDIATE")
-                left = self._counters_locked()["unreported_count"] - report.count
-                self._set_counter_locked("unreported_count", max(0, left))
-                if left > 0:
-                    self._set_counter_locked("unreported_first", report.last_seq + 1)
+                self._conn.executemany("DELETE FROM events WHERE seq = ?",
+                                       [(int(seq),) for seq in seqs])
                 self._conn.execute("COMMIT")
             except sqlite3.Error as err:
                 self._rollback_locked()
+                raise self._fail("delete", err) from err
+            finally:
+                self._restore_full_sync_locked()
+
+    def _read(self, sql: str) -> Any:
+        """First column of the first row of a read-only query; PublishError on SQLite errors."""
+        with self._lock:
+            try:
+                row = self._conn.execute(sql).fetchone()
+            except sqlite3.Error as err:
+                raise self._fail("read", err) from err
+        return None if row is None else row[0]
+
+    def depth(self) -> int:
+        """Number of events waiting for a PUBACK."""
+        return int(self._read("SELECT COUNT(*) FROM events"))
+
+    def oldest_age_s(self) -> float:
+        """Age in seconds of the oldest waiting event; 0.0 when the spool is empty."""
+        oldest = self._read("SELECT MIN(created_at) FROM events")
+        return 0.0 if oldest is None else max(0.0, time.time() - float(oldest))
+
+    def unreported_drops(self) -> DropReport | None:
+        """The oldest drop not yet announced, or None.
+
+        Drops whose seq ranges touch (one ends where the next begins) are merged into one report;
+        a drop after events that were delivered is a report of its own, so that a warning never
+        claims a delivered event was dropped.
+        """
+        with self._lock:
+            try:
+                rows = self._conn.execute(
+                    "SELECT first_seq, last_seq, count FROM drops ORDER BY first_seq").fetchall()
+            except sqlite3.Error as err:
+                raise self._fail("read", err) from err
+        if not rows:
+            return None
+        first, last, count = rows[0]
+        for next_first, next_last, next_count in rows[1:]:
+            if next_first != last + 1:
+                break
+            last, count = next_last, count + next_count
+        return DropReport(count=int(count), first_seq=int(first), last_seq=int(last),
+                          reason="limits")
+
+    def mark_reported(self, report: DropReport) -> None:
+        """Forget the drops a published warning covered (later drops stay unreported)."""
+        with self._lock:
+            try:
+                self._conn.execute(
+                    "DELETE FROM drops WHERE first_seq >= ? AND last_seq <= ?",
+                    (report.first_seq, report.last_seq))
+            except sqlite3.Error as err:
                 raise self._fail("write", err) from err
 
     def dropped_total(self) -> int:
         """Events ever dropped by the limits of this spool file (persists across restarts)."""
-        with self._lock:
-            row = self._conn.execute(
-                "SELECT value FROM counters WHERE name = 'dropped_total'"
-            ).fetchone()
-        return int(row[0]) if row else 0
+        value = self._read("SELECT value FROM counters WHERE name = 'dropped_total'")
+        return 0 if value is None else int(value)
+
+
+def _migrate_unreported_counters(conn: sqlite3.Connection) -> None:
+    """Move an unannounced drop kept by an older spool (counters) into the drops table."""
+    placeholders = ",".join("?" * len(_LEGACY_UNREPORTED))
+    legacy = dict(conn.execute(f"SELECT name, value FROM counters WHERE name IN ({placeholders})",
+                               _LEGACY_UNREPORTED).fetchall())
+    if legacy.get("unreported_count", 0) > 0:
+        conn.execute("INSERT INTO drops(first_seq, last_seq, count) VALUES (?, ?, ?)",
+                     (legacy["unreported_first"], legacy["unreported_last"],
+                      legacy["unreported_count"]))
+    if legacy:
+        conn.execute(f"DELETE FROM counters WHERE name IN ({placeholders})", _LEGACY_UNREPORTED)
+
+
+def _check_fields(event_fields: dict[str, Any]) -> None:
+    unknown = set(event_fields) - (EVENT_FIELDS - ASSIGNED_FIELDS)
+    missing = EVENT_FIELDS - ASSIGNED_FIELDS - {"extra"} - set(event_fields)
+    if unknown or missing:
+        raise TypeError(
+            f"event fields do not match edge.types.Event: unknown {sorted(unknown)}, "
+            f"missing {sorted(missing)} (event_id and seq are assigned by the spool)"
+        )
 
 
 def event_fields_of(event: Event) -> dict[str, Any]:
