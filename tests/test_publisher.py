@@ -165,6 +165,7 @@ def test_wrong_password_is_a_clear_error_without_a_retry_storm(
     assert pub.connection_state == "refused"
     assert pub.last_error is not None and "refused" in pub.last_error
     assert "password" in pub.last_error  # it says what to check
+    assert pub.delivery_problem() == pub.last_error  # so the runtime reports "degraded"
     attempts = broker.log_path.read_text().count("New connection from")
     print(f"[wrong password] {attempts} connection attempts in ~{observe_s:g} s")
     # Slow retry at reconnect_max_s: a handful of attempts, not a storm (hundreds).

@@ -267,9 +267,10 @@ class MqttPublisher:
         return self.spool.depth()
 
     def delivery_problem(self) -> str | None:
-        """Why events are not delivered although the broker is connected (its ACL denies
-        them), else None; the runtime reports it as ``degraded``."""
-        return self.last_error if self.connection_state == _DENIED else None
+        """Why events cannot be delivered until someone fixes the setup — the broker's ACL denies
+        them, or it refuses the credentials — else None; the runtime reports it as
+        ``degraded``. A broker that is merely down is not one: its Last Will says ``offline``."""
+        return self.last_error if self.connection_state in (_DENIED, _REFUSED) else None
 
     def flush(self, timeout_s: float) -> bool:
         """Wait until every spooled event is acknowledged; False on timeout."""
