@@ -7,8 +7,9 @@ Threads and what may block:
   queue is full the oldest frame is dropped and counted. Nothing downstream can stall capture.
 - The **processing loop** (the caller's thread) cuts each frame into crops, prepares them into one
   batch, makes ONE ``Scorer.score`` call per frame, updates the per-crop decisions, and hands
-  events to the publisher. ``submit_event`` only writes the durable spool; sending to the broker
-  happens on the publisher's own threads.
+  the frame's events to the publisher in ONE ``submit_events`` call (one spool transaction, one
+  fsync) before publishing its crop states. That only writes the durable spool; sending to the
+  broker happens on the publisher's own threads.
 
 Events: one per crop whose decided state is ``anomaly`` on a frame, and one per transition back to
 ``ok``. Retained per-crop state: published on the first frame and on every change. Status:
@@ -173,39 +174,65 @@ class Runtime:
 
     def _publish(self, frame: Frame, decided: list[Decision]) -> None:
         announce = not self._states_announced
-        for decision in decided:
-            event_id = None
-            if decision.state == ANOMALY or (decision.changed and decision.state == OK):
-                event_id = self._submit(frame, decision)
+        eventful = [i for i, d in enumerate(decided)
+                    if d.state == ANOMALY or (d.changed and d.state == OK)]
+        # All of the frame's events are committed (one spool transaction) before any of its
+        # states goes out: a state never names an event that a power cut could still take.
+        event_ids = dict(zip(eventful, self._submit(frame, [decided[i] for i in eventful]),
+                             strict=True))
+        for index, decision in enumerate(decided):
             if announce or decision.changed:
                 self.publisher.publish_state(decision.crop, {
                     "state": decision.state, "previous_state": decision.previous_state,
-                    "score": decision.score, "score_z": decision.score_z,
-                    "frame_id": frame.id, "box": decision.box.as_list(), "event_id": event_id,
+                    "score": decision.score, "score_z": decision.score_z, "frame_id": frame.id,
+                    "box": decision.box.as_list(), "event_id": event_ids.get(index),
                 })
         self._states_announced = True
 
-    def _submit(self, frame: Frame, decision: Decision) -> str | None:
-        """Hand one event to the spool; returns its id, or None when the spool refused it."""
+    def _submit(self, frame: Frame, decisions: list[Decision]) -> list[str | None]:
+        """Hand a frame's events to the spool in one transaction; their ids, None if refused."""
+        if not decisions:
+            return []
+        batch = [{
+            "device_id": self.config.device_id, "frame_id": frame.id,
+            "timestamp": frame.timestamp, "crop": d.crop, "box": d.box.as_list(),
+            "score": d.score, "state": d.state, "previous_state": d.previous_state,
+            "threshold": self.decisions.threshold_payload(d.crop), "score_z": d.score_z,
+            "bundle": dict(self.bundle_info), "extra": {},
+        } for d in decisions]
         try:
-            event = self.publisher.submit_event(
-                device_id=self.config.device_id, frame_id=frame.id,
-                timestamp=frame.timestamp, crop=decision.crop, box=decision.box.as_list(),
-                score=decision.score, state=decision.state,
-                previous_state=decision.previous_state,
-                threshold=self.decisions.threshold_payload(decision.crop),
-                score_z=decision.score_z, bundle=dict(self.bundle_info), extra={},
-            )
-        except PublishError as exc:
-            # The spool could not take it (disk full, oversized). Stopping would not save this
-            # event and would lose every later one; say so loudly and keep deciding.
-            self.events_failed += 1
-            self._publish_problem = f"event spool refused an event: {exc}"
-            log.error("event for crop %s of frame %s NOT stored: %s", decision.crop, frame.id,
-                      exc)
-            return None
-        self._publish_problem = None
-        return event.event_id
+            results = self._store(batch)
+        except PublishError as exc:  # the spool took none of them (disk full, read-only)
+            results = [exc] * len(batch)
+        ids: list[str | None] = []
+        for decision, result in zip(decisions, results, strict=True):
+            if isinstance(result, PublishError):
+                # The spool could not take it (disk full, oversized). Stopping would not save
+                # this event and would lose every later one; say so loudly and keep deciding.
+                self.events_failed += 1
+                self._publish_problem = f"event spool refused an event: {result}"
+                log.error("event for crop %s of frame %s NOT stored: %s", decision.crop,
+                          frame.id, result)
+                ids.append(None)
+            else:
+                self._publish_problem = None
+                ids.append(result.event_id)
+        return ids
+
+    def _store(self, batch: list[dict[str, Any]]) -> list[Event | PublishError]:
+        """``submit_events`` (one fsync for the frame) where the publisher has it, else one
+        ``submit_event`` per event (publishers without batching, e.g. test doubles)."""
+        submit_events = getattr(self.publisher, "submit_events", None)
+        if submit_events is not None:
+            stored: list[Event | PublishError] = submit_events(batch)
+            return stored
+        results: list[Event | PublishError] = []
+        for fields in batch:
+            try:
+                results.append(self.publisher.submit_event(**fields))
+            except PublishError as exc:
+                results.append(exc)
+        return results
 
     def _set_status(self, status: str, reason: str | None) -> None:
         if (status, reason) == (self.status, self._status_reason):

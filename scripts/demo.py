@@ -65,7 +65,7 @@ def subscribe(port: int, prefix: str, received: Received) -> mqtt.Client:
         client.subscribe(f"{prefix}/{DEVICE_ID}/#", qos=1)
 
     def on_message(client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        received.add(message.topic, message.payload, bool(message.retain))
+        received.add(message.topic, bytes(message.payload), bool(message.retain))
 
     client.on_connect = on_connect
     client.on_message = on_message
