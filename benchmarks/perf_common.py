@@ -107,7 +107,7 @@ def parser(description: str) -> argparse.ArgumentParser:
 def ensure_bundle(work: Path, quick: bool, bundle: Path | None = None) -> Path:
     """The benchmark bundle: ``bundle`` if given, else the work folder's (trained once)."""
     if bundle is not None:
-        return bundle
+        return bundle.resolve()  # configs written elsewhere resolve relative paths differently
     steps = QUICK_TRAIN_STEPS if quick else TRAIN_STEPS
     target = work / f"bundle-{steps}-steps"
     if not (target / "bundle.json").exists() or not (target / "float_model.keras").exists():

@@ -88,30 +88,12 @@ def installed_size(python: Path) -> dict[str, Any]:
 
 
 def config_file(folder: Path, bundle: Path, replay: Path, port: int, device_id: str) -> Path:
-    from linesim import SceneConfig
+    from linesim.device import replay_config_toml
 
-    scene = SceneConfig()
-    x, y, w, h = scene.region
     path = folder / f"{device_id}.toml"
-    path.write_text(f"""device_id = "{device_id}"
-bundle = "{bundle}"
-[scorer]
-num_threads = 2
-[source]
-kind = "folder"
-path = "{replay}"
-[layout.grid]
-region = [{x}, {y}, {w}, {h}]
-rows = {scene.rows}
-cols = {scene.cols}
-[mqtt]
-host = "127.0.0.1"
-port = {port}
-[mqtt.spool]
-path = "{folder / (device_id + '.db')}"
-[logging]
-level = "WARNING"
-""", encoding="utf-8")
+    path.write_text(replay_config_toml(device_id=device_id, bundle=bundle, frames=replay,
+                                       port=port, spool=folder / f"{device_id}.db",
+                                       log_level="WARNING"), encoding="utf-8")
     return path
 
 

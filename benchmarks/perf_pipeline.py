@@ -44,32 +44,10 @@ STAGES = ("capture", "preprocess", "score", "decide", "publish")
 
 
 def _config_text(bundle: Path, replay: Path, port: int, spool: Path) -> str:
-    from linesim import SceneConfig
+    from linesim.device import replay_config_toml
 
-    scene = SceneConfig()
-    x, y, w, h = scene.region
-    return f"""device_id = "{DEVICE_ID}"
-bundle = "{bundle}"
-[scorer]
-backend = "litert"
-num_threads = {THREADS}
-[source]
-kind = "folder"
-path = "{replay}"
-[layout.grid]
-region = [{x}, {y}, {w}, {h}]
-rows = {scene.rows}
-cols = {scene.cols}
-[decision]
-k = 1
-n = 1
-[mqtt]
-host = "127.0.0.1"
-port = {port}
-prefix = "{PREFIX}"
-[mqtt.spool]
-path = "{spool}"
-"""
+    return replay_config_toml(device_id=DEVICE_ID, bundle=bundle, frames=replay, port=port,
+                              spool=spool, prefix=PREFIX, threads=THREADS)
 
 
 class Witness:

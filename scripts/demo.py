@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from linesim import LineScene, SceneConfig, write_crops, write_scene  # noqa: E402
 from linesim.broker import LocalBroker  # noqa: E402
+from linesim.device import replay_config_toml  # noqa: E402
 
 DEVICE_ID = "demo-line-1"
 TRAIN_SEED, REPLAY_SEED = 1, 2
@@ -77,44 +78,10 @@ def subscribe(port: int, prefix: str, received: Received) -> mqtt.Client:
 def write_config(out: Path, port: int, bundle: Path, frames: Path, scene: SceneConfig,
                  fps: float) -> Path:
     """The demo line's config (as firmware_config/demo-line.toml) with this run's port and paths."""
-    x, y, w, h = scene.region
-    text = f"""# Written by scripts/demo.py for one demo run; see firmware_config/demo-line.toml.
-device_id = "{DEVICE_ID}"
-bundle = "{bundle}"
-
-[scorer]
-backend = "litert"
-num_threads = 2
-
-[source]
-kind = "folder"
-path = "{frames}"
-fps = {fps}
-loop = false
-
-[layout.grid]
-region = [{x}, {y}, {w}, {h}]
-rows = {scene.rows}
-cols = {scene.cols}
-
-[decision]
-k = 1
-n = 1
-
-[mqtt]
-host = "127.0.0.1"
-port = {port}
-prefix = "anomaly"
-stats_interval_s = 2.0
-
-[mqtt.spool]
-path = "{out / 'spool.db'}"
-
-[logging]
-level = "INFO"
-"""
     path = out / "demo-line.toml"
-    path.write_text(text, encoding="utf-8")
+    path.write_text(replay_config_toml(device_id=DEVICE_ID, bundle=bundle, frames=frames,
+                                       port=port, spool=out / "spool.db", scene=scene, fps=fps,
+                                       stats_interval_s=2.0), encoding="utf-8")
     return path
 
 

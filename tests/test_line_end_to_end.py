@@ -21,6 +21,7 @@ import pytest
 from PIL import Image
 
 from linesim import LineScene, SceneConfig
+from linesim.device import replay_config_toml
 from linesim.writer import frame_file_name, well_crops
 
 pytestmark = pytest.mark.broker
@@ -49,16 +50,10 @@ def _write_line(directory: Path, scene: LineScene) -> list[str]:
 
 def _write_config(path: Path, frames: Path, port: int, scene: SceneConfig, *,
                   loop: bool = False) -> Path:
-    x, y, w, h = scene.region
-    path.write_text(
-        f'device_id = "{DEVICE}"\nbundle = "{BUNDLE}"\n'
-        f'[source]\nkind = "folder"\npath = "{frames}"\nloop = {str(loop).lower()}\n'
-        f"fps = {20 if loop else 0}\n"
-        f"[layout.grid]\nregion = [{x}, {y}, {w}, {h}]\nrows = {scene.rows}\n"
-        f"cols = {scene.cols}\n"
-        f'[mqtt]\nhost = "127.0.0.1"\nport = {port}\nstats_interval_s = 0.5\n'
-        f'[mqtt.spool]\npath = "{path.parent / "spool.db"}"\n',
-        encoding="utf-8")
+    path.write_text(replay_config_toml(device_id=DEVICE, bundle=BUNDLE, frames=frames, port=port,
+                                       spool=path.parent / "spool.db", scene=scene,
+                                       fps=20 if loop else 0, loop=loop, stats_interval_s=0.5),
+                    encoding="utf-8")
     return path
 
 
