@@ -15,6 +15,7 @@ from pathlib import Path
 import trainer  # noqa: F401  (sets TensorFlow's log environment before anything imports it)
 from edge import __version__
 from edge.errors import ConfigError, run_command
+from trainer import report
 from trainer.defaults import (
     AUGMENTATIONS,
     DEFAULT_BATCH_SIZE,
@@ -130,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     sign.add_argument("bundle", type=Path, help="bundle directory (models/NAME)")
     sign.add_argument("--key", required=True, type=Path, help="private key from 'trainer keygen'")
     sign.set_defaults(func=_cmd_sign)
+    report.add_parser(sub)  # trainer/report.py: learning curve, reconstructions, histogram, ROC
     return parser
 
 

@@ -82,11 +82,13 @@ def _ranking_score(scores: np.ndarray, threshold: Threshold) -> np.ndarray:
 
 
 def _float_scores(model_path: Path, images_u8: np.ndarray) -> np.ndarray:
+    from trainer import vae  # registers the VAE's sampling layer so its .keras file loads
     from trainer.backend import keras
     from trainer.fit import float_scores
 
     with silenced():
-        model = keras.models.load_model(model_path, compile=False)
+        model = keras.models.load_model(model_path, compile=False,
+                                        custom_objects={"PosteriorSample": vae.PosteriorSample})
     return float_scores(model, images_u8)
 
 

@@ -48,6 +48,8 @@ PCA_MAX_SAMPLES = 2000    # training normals the baseline is fitted on, at most
 PIXEL_MAX = 255.0
 DEFAULT_SHIFT_PX = 2
 DEFAULT_NOISE_STD = 0.05  # denoising noise, in [0, 1] pixel units
+OUTPUT_LAYER = "reconstruction"  # the sigmoid layer every model kind ends with
+OUTPUT_MEAN_FLOOR = 1e-3  # keeps the initial output logit finite for all-black/white data
 
 
 @dataclass(frozen=True)
@@ -169,6 +171,20 @@ class _RoundLine(keras.callbacks.Callback):
                     f"val_loss {logs.get('val_loss', float('nan')):.6f}")
 
 
+def init_output_bias(model: keras.Model, train_u8: np.ndarray) -> None:
+    """Start the sigmoid output at the training normals' mean pixel value, per channel.
+
+    From the default bias 0 the output starts at 0.5; on dark, sparse crops (MNIST "1") the first
+    steps then push every ReLU below zero to darken it, and the model ends up returning black
+    whatever the input. Starting at the data's mean takes that push away.
+    """
+    layer = model.get_layer(OUTPUT_LAYER)
+    kernel, bias = layer.get_weights()
+    mean = np.clip(to_unit(train_u8).reshape(-1, bias.shape[0]).mean(axis=0),
+                   OUTPUT_MEAN_FLOOR, 1.0 - OUTPUT_MEAN_FLOOR)
+    layer.set_weights([kernel, np.log(mean / (1.0 - mean)).astype(bias.dtype)])
+
+
 def to_unit(images_u8: np.ndarray) -> np.ndarray:
     return images_u8.astype(np.float32) / np.float32(PIXEL_MAX)
 
@@ -219,6 +235,7 @@ def fit_autoencoder(dataset: Dataset, config: ModelConfig, options: FitOptions, 
     rounds = math.ceil(budget / steps_per_round)
 
     model = build_model(config)
+    init_output_bias(model, train)
     model.compile(optimizer=keras.optimizers.Adam(options.learning_rate), loss="mse")
     val_unit = to_unit(val)
     # Any improvement counts (min_delta 0): the step budget already bounds the run, and late

@@ -29,6 +29,10 @@ KERNEL_SIZE = 3
 STRIDE = 2
 # Smallest spatial side the bottleneck may reach (px); deeper stages would only blur.
 MIN_BOTTLENECK_SIDE_PX = 2
+# He initialisation for the ReLU layers: with Keras' default (Glorot) the signal shrinks at every
+# ReLU stage, and a 3–4 stage model on sparse crops (MNIST "1") starts with an output that does
+# not depend on its input and never leaves it.
+RELU_INIT = "he_uniform"
 
 
 @dataclass(frozen=True)
@@ -91,11 +95,14 @@ def build_conv_autoencoder(config: ModelConfig, batch_size: int | None = None) -
         x = keras.layers.ZeroPadding2D(((0, pad_h), (0, pad_w)), name="pad")(x)
     for stage, filters in enumerate(config.filters):
         x = keras.layers.Conv2D(filters, KERNEL_SIZE, strides=STRIDE, padding="same",
-                                activation="relu", name=f"encode_{stage}")(x)
-    x = keras.layers.Conv2D(config.latent, 1, activation="relu", name="latent")(x)
+                                activation="relu", kernel_initializer=RELU_INIT,
+                                name=f"encode_{stage}")(x)
+    x = keras.layers.Conv2D(config.latent, 1, activation="relu", kernel_initializer=RELU_INIT,
+                            name="latent")(x)
     for stage, filters in reversed(list(enumerate(config.filters))):
         x = keras.layers.Conv2DTranspose(filters, KERNEL_SIZE, strides=STRIDE, padding="same",
-                                         activation="relu", name=f"decode_{stage}")(x)
+                                         activation="relu", kernel_initializer=RELU_INIT,
+                                         name=f"decode_{stage}")(x)
     x = keras.layers.Conv2D(config.channels, KERNEL_SIZE, padding="same", activation="sigmoid",
                             name="reconstruction")(x)
     if pad_h or pad_w:
@@ -104,9 +111,10 @@ def build_conv_autoencoder(config: ModelConfig, batch_size: int | None = None) -
 
 
 def _build_vae(config: ModelConfig, batch_size: int | None = None) -> keras.Model:
-    # Reserved for the variational model (its own issue). The export path stays the same: a
-    # deterministic decoder of the posterior mean, so the int8 graph keeps the same op set.
-    raise ConfigError("--model vae is planned but not implemented yet; use --model ae.")
+    # Lives in trainer/vae.py (imported here lazily: it builds on this module's ModelConfig).
+    from trainer.vae import build_vae
+
+    return build_vae(config, batch_size)
 
 
 ModelBuilder = Callable[[ModelConfig, "int | None"], keras.Model]
@@ -116,7 +124,7 @@ MODEL_BUILDERS: dict[str, ModelBuilder] = {
     "ae": build_conv_autoencoder,
     "vae": _build_vae,
 }
-PLANNED_KINDS = frozenset({"vae"})
+PLANNED_KINDS: frozenset[str] = frozenset()
 
 
 def build_model(config: ModelConfig, batch_size: int | None = None) -> keras.Model:

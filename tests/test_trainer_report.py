@@ -1,0 +1,56 @@
+"""``trainer report`` writes the four PNGs users look at, from a real bundle and real files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from trainer_support import normal_images, write_pngs
+
+from trainer.cli import main
+from trainer.report import (
+    HISTOGRAM_FILE,
+    LEARNING_CURVE_FILE,
+    RECONSTRUCTIONS_FILE,
+    ROC_FILE,
+    plot_score_histogram,
+)
+
+MAX_PNG_BYTES = 150_000  # docs embed these; keep them small
+
+
+@pytest.mark.slow
+def test_report_cli_writes_four_small_pngs(trainer_bundle: Path, trainer_mvtec_dir: Path,
+                                           tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "report"
+    assert main(["report", str(trainer_bundle), str(trainer_mvtec_dir), "--out", str(out),
+                 "--samples", "4"]) == 0
+    printed = capsys.readouterr().out
+    for name in (LEARNING_CURVE_FILE, RECONSTRUCTIONS_FILE, HISTOGRAM_FILE, ROC_FILE):
+        path = out / name
+        assert path.is_file(), name
+        assert str(path) in printed
+        assert 0 < path.stat().st_size < MAX_PNG_BYTES
+        with Image.open(path) as image:
+            assert image.format == "PNG" and min(image.size) > 100
+
+
+def test_histogram_draws_both_band_edges(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    path = plot_score_histogram(rng.normal(0.01, 0.002, 200), rng.normal(0.03, 0.01, 50),
+                                tmp_path / "h.png", high=0.015, low=0.005)
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+
+
+def test_report_without_anomalies_says_so(trainer_bundle: Path, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    normals_only = tmp_path / "normals"
+    write_pngs(normals_only, normal_images(4, 16))
+    code = main(["report", str(trainer_bundle), str(normals_only), "--out", str(tmp_path / "r")])
+    assert code != 0
+    assert "no anomalies" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()  # nothing half-written
