@@ -83,8 +83,9 @@ class ModelConfig:
         return data
 
 
-def build_conv_autoencoder(config: ModelConfig, batch_size: int | None = None) -> keras.Model:
-    """The default ``ae`` model; ``batch_size`` None for training, an int for export."""
+def padded_encoder(config: ModelConfig, batch_size: int | None) -> tuple[Any, Any]:
+    """The input and the stride-2 encoder stages (after zero padding to a multiple of 2**stages);
+    returns (inputs, features). Shared by every model kind so they export the same op set."""
     inputs = keras.Input(shape=(config.height, config.width, config.channels),
                          batch_size=batch_size, name="crop")
     pad_h = config.padded_shape[0] - config.height
@@ -97,17 +98,31 @@ def build_conv_autoencoder(config: ModelConfig, batch_size: int | None = None) -
         x = keras.layers.Conv2D(filters, KERNEL_SIZE, strides=STRIDE, padding="same",
                                 activation="relu", kernel_initializer=RELU_INIT,
                                 name=f"encode_{stage}")(x)
-    x = keras.layers.Conv2D(config.latent, 1, activation="relu", kernel_initializer=RELU_INIT,
-                            name="latent")(x)
+    return inputs, x
+
+
+def cropped_decoder(config: ModelConfig, x: Any) -> Any:
+    """The stride-2 decoder stages, the sigmoid reconstruction, and the crop back to the input
+    size; the mirror of :func:`padded_encoder`."""
     for stage, filters in reversed(list(enumerate(config.filters))):
         x = keras.layers.Conv2DTranspose(filters, KERNEL_SIZE, strides=STRIDE, padding="same",
                                          activation="relu", kernel_initializer=RELU_INIT,
                                          name=f"decode_{stage}")(x)
     x = keras.layers.Conv2D(config.channels, KERNEL_SIZE, padding="same", activation="sigmoid",
                             name="reconstruction")(x)
+    pad_h = config.padded_shape[0] - config.height
+    pad_w = config.padded_shape[1] - config.width
     if pad_h or pad_w:
         x = keras.layers.Cropping2D(((0, pad_h), (0, pad_w)), name="crop_back")(x)
-    return keras.Model(inputs, x, name="conv_autoencoder")
+    return x
+
+
+def build_conv_autoencoder(config: ModelConfig, batch_size: int | None = None) -> keras.Model:
+    """The default ``ae`` model; ``batch_size`` None for training, an int for export."""
+    inputs, x = padded_encoder(config, batch_size)
+    x = keras.layers.Conv2D(config.latent, 1, activation="relu", kernel_initializer=RELU_INIT,
+                            name="latent")(x)
+    return keras.Model(inputs, cropped_decoder(config, x), name="conv_autoencoder")
 
 
 def _build_vae(config: ModelConfig, batch_size: int | None = None) -> keras.Model:

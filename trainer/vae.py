@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from trainer.backend import keras
-from trainer.model import KERNEL_SIZE, RELU_INIT, STRIDE, ModelConfig
+from trainer.model import RELU_INIT, STRIDE, ModelConfig, cropped_decoder, padded_encoder
 
 # The reconstruction loss is a per-pixel mean; dividing the summed KL by the number of pixels
 # puts both on the same per-pixel scale (β = 1 relative to a unit-variance likelihood per pixel).
@@ -64,17 +64,7 @@ def build_vae(config: ModelConfig, batch_size: int | None = None) -> keras.Model
 
     ``config.latent`` is the length of the latent vector (e.g. 2 or 100).
     """
-    inputs = keras.Input(shape=(config.height, config.width, config.channels),
-                         batch_size=batch_size, name="crop")
-    pad_h = config.padded_shape[0] - config.height
-    pad_w = config.padded_shape[1] - config.width
-    x = inputs
-    if pad_h or pad_w:
-        x = keras.layers.ZeroPadding2D(((0, pad_h), (0, pad_w)), name="pad")(x)
-    for stage, filters in enumerate(config.filters):
-        x = keras.layers.Conv2D(filters, KERNEL_SIZE, strides=STRIDE, padding="same",
-                                activation="relu", kernel_initializer=RELU_INIT,
-                                name=f"encode_{stage}")(x)
+    inputs, x = padded_encoder(config, batch_size)
     factor = STRIDE ** len(config.filters)
     bottleneck = (config.padded_shape[0] // factor, config.padded_shape[1] // factor)
     # A kernel the size of the whole map: a fully connected layer expressed as CONV_2D.
@@ -86,12 +76,5 @@ def build_vae(config: ModelConfig, batch_size: int | None = None) -> keras.Model
     x = keras.layers.Conv2DTranspose(config.filters[-1], bottleneck, padding="valid",
                                      activation="relu", kernel_initializer=RELU_INIT,
                                      name="project")(z)
-    for stage, filters in reversed(list(enumerate(config.filters))):
-        x = keras.layers.Conv2DTranspose(filters, KERNEL_SIZE, strides=STRIDE, padding="same",
-                                         activation="relu", kernel_initializer=RELU_INIT,
-                                         name=f"decode_{stage}")(x)
-    x = keras.layers.Conv2D(config.channels, KERNEL_SIZE, padding="same", activation="sigmoid",
-                            name="reconstruction")(x)
-    if pad_h or pad_w:
-        x = keras.layers.Cropping2D(((0, pad_h), (0, pad_w)), name="crop_back")(x)
+    x = cropped_decoder(config, x)
     return keras.Model(inputs, x, name="conv_vae")
