@@ -56,7 +56,7 @@ class Publisher(Protocol):
     """What the runtime needs from edge.publish.mqtt.MqttPublisher."""
 
     def start(self) -> None: ...
-    def submit_event(self, **fields: Any) -> Event: ...
+    def submit_events(self, batch: list[dict[str, Any]]) -> list[Event | PublishError]: ...
     def publish_state(self, crop: str, payload: dict[str, Any]) -> None: ...
     def publish_stats(self, stats: dict[str, Any]) -> None: ...
     def set_status(self, status: str, reason: str | None = None) -> None: ...
@@ -201,7 +201,7 @@ class Runtime:
             "bundle": dict(self.bundle_info), "extra": {},
         } for d in decisions]
         try:
-            results = self._store(batch)
+            results = self.publisher.submit_events(batch)
         except PublishError as exc:  # the spool took none of them (disk full, read-only)
             results = [exc] * len(batch)
         ids: list[str | None] = []
@@ -218,21 +218,6 @@ class Runtime:
                 self._publish_problem = None
                 ids.append(result.event_id)
         return ids
-
-    def _store(self, batch: list[dict[str, Any]]) -> list[Event | PublishError]:
-        """``submit_events`` (one fsync for the frame) where the publisher has it, else one
-        ``submit_event`` per event (publishers without batching, e.g. test doubles)."""
-        submit_events = getattr(self.publisher, "submit_events", None)
-        if submit_events is not None:
-            stored: list[Event | PublishError] = submit_events(batch)
-            return stored
-        results: list[Event | PublishError] = []
-        for fields in batch:
-            try:
-                results.append(self.publisher.submit_event(**fields))
-            except PublishError as exc:
-                results.append(exc)
-        return results
 
     def _set_status(self, status: str, reason: str | None) -> None:
         if (status, reason) == (self.status, self._status_reason):

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from edge.bundle import InputSpec, Threshold, write_bundle
+from edge.errors import PublishError
 from edge.types import Event
 
 CROP_PX = 16
@@ -146,6 +147,16 @@ class RecorderPublisher:
             event = Event(event_id=f"id-{len(self.events)}", seq=len(self.events) + 1, **fields)
             self.events.append(event)
         return event
+
+    def submit_events(self, batch: list[dict[str, Any]]) -> list[Event | PublishError]:
+        """Like MqttPublisher.submit_events, one event at a time (tests patch submit_event)."""
+        results: list[Event | PublishError] = []
+        for fields in batch:
+            try:
+                results.append(self.submit_event(**fields))
+            except PublishError as exc:
+                results.append(exc)
+        return results
 
     def publish_state(self, crop: str, payload: dict[str, Any]) -> None:
         self.states.append((crop, payload))
