@@ -18,6 +18,7 @@ the last frame decided (start-up and the final flush are reported apart).
 from __future__ import annotations
 
 import logging
+import os
 import random
 import shutil
 import subprocess
@@ -32,7 +33,7 @@ import perf_common as common
 
 DEVICE_ID = "perf-line"
 PREFIX = "anomaly"
-THREADS = 2
+THREAD_COUNTS = (1, 2)  # interpreter threads: each is compared with a bare invoke of its own
 FRAMES, QUICK_FRAMES = 600, 150
 ROUNDS, QUICK_ROUNDS = 3, 2
 TARGET_RATIO = 0.90  # pipeline throughput at least this share of bare batched invoke throughput
@@ -43,11 +44,11 @@ MOSQUITTO_SUB = shutil.which("mosquitto_sub") or "/usr/bin/mosquitto_sub"
 STAGES = ("capture", "preprocess", "score", "decide", "publish")
 
 
-def _config_text(bundle: Path, replay: Path, port: int, spool: Path) -> str:
+def _config_text(bundle: Path, replay: Path, port: int, spool: Path, threads: int) -> str:
     from linesim.device import replay_config_toml
 
     return replay_config_toml(device_id=DEVICE_ID, bundle=bundle, frames=replay, port=port,
-                              spool=spool, prefix=PREFIX, threads=THREADS)
+                              spool=spool, prefix=PREFIX, threads=threads)
 
 
 class Witness:
@@ -85,43 +86,64 @@ class Witness:
         return counts
 
 
-def pipeline_pass(bundle: Path, replay: Path, port: int, work: Path, index: int) -> dict[str, Any]:
-    """One ``edge run`` over the replay; frames/s, crops/s, stage latencies, messages seen."""
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU time a process has used so far (Linux /proc; 0 where unreadable)."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text(encoding="ascii").rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def pipeline_pass(bundle: Path, replay: Path, broker: Any, work: Path, name: str,
+                  threads: int) -> dict[str, Any]:
+    """One ``edge run`` over the replay; frames/s, crops/s, stage latencies, messages seen, and
+    the CPU time per frame of this process, the broker and the witness."""
     from edge.config import load_config
-    from edge.runtime import Runtime
-    from edge.types import Frame
+    from edge.runtime import Runtime, Taken
 
     class TimedRuntime(Runtime):
         first_at: float | None = None
         last_at = 0.0
 
-        def _process(self, frame: Frame) -> bool:
+        def _process(self, taken: Taken) -> bool:
             if self.first_at is None:
                 self.first_at = time.perf_counter()
-            processed = super()._process(frame)
+            processed = super()._process(taken)
             self.last_at = time.perf_counter()
             return processed
 
-    folder = work / "pipeline" / f"pass-{index}"
+    folder = work / "pipeline" / name
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     config = folder / "perf-line.toml"
-    config.write_text(_config_text(bundle, replay, port, folder / "spool.db"), encoding="utf-8")
-    witness = Witness(port, folder / "witness.log")
+    config.write_text(_config_text(bundle, replay, broker.port, folder / "spool.db", threads),
+                      encoding="utf-8")
+    witness = Witness(broker.port, folder / "witness.log")
+    others = {"broker": broker.pid, "witness": witness.process.pid}
+    cpu_before = {k: cpu_seconds(pid) for k, pid in others.items()}
+    cpu_before["edge process"] = time.process_time()
     started = time.perf_counter()
     runtime = TimedRuntime(load_config(config))
     runtime.run()
     ended = time.perf_counter()
+    cpu = {k: cpu_seconds(pid) - cpu_before[k] for k, pid in others.items()}
+    cpu["edge process"] = time.process_time() - cpu_before["edge process"]
     seen = witness.settle()
     assert runtime.first_at is not None
     busy = runtime.last_at - runtime.first_at
     frames = runtime.frames_processed
     crops = frames * len(runtime.layout.boxes)
-    return {"frames": frames, "crops": crops, "seconds": busy,
+    return {"threads": threads, "frames": frames, "crops": crops, "seconds": busy,
             "frames_per_s": frames / busy, "crops_per_s": crops / busy,
             "startup_s": runtime.first_at - started, "flush_and_close_s": ended - runtime.last_at,
             "latency_ms": runtime.latency.summary_ms(), "messages": seen,
-            "events_failed": runtime.events_failed}
+            "events_failed": runtime.writer.events_failed,
+            "spool_groups": runtime.writer.groups_written,
+            # From start-up to close, so a little more than the frames/s window.
+            "cpu_ms_per_frame": {k: v * common.MS_PER_S / frames for k, v in cpu.items()}}
 
 
 def prepared_batches(bundle: Path, replay: Path) -> tuple[list[np.ndarray], float]:
@@ -145,14 +167,14 @@ def prepared_batches(bundle: Path, replay: Path) -> tuple[list[np.ndarray], floa
     return batches, float(np.median(decode))
 
 
-def reference_pass(bundle: Path, batches: list[np.ndarray]) -> Any:
+def reference_pass(bundle: Path, batches: list[np.ndarray], threads: int) -> Any:
     """A closure timing one pass over all batches, alternating bare invoke and Scorer.score
     batch by batch (so that both see the same load); returns (bare, score) crops/s."""
     from edge.bundle import load_bundle
     from edge.scoring import Scorer
 
     size = len(batches[0])
-    scorer = Scorer(load_bundle(bundle), num_threads=THREADS, batch_sizes=(size,))
+    scorer = Scorer(load_bundle(bundle), num_threads=threads, batch_sizes=(size,))
     runner = scorer._runners[size]  # the same allocated interpreter the scorer uses
     quantized = [runner.input_lut[b] for b in batches]
     interpreter, index = runner.interpreter, runner.input_index
@@ -174,85 +196,114 @@ def reference_pass(bundle: Path, batches: list[np.ndarray]) -> Any:
     return one_pass
 
 
-def pipeline_row(label: str, run: dict[str, Any], bare: float) -> list[str]:
-    return [label, common.fmt(run["frames_per_s"]), common.fmt(run["crops_per_s"], 0),
-            f"{run['crops_per_s'] / bare:.0%}", "–", "–"]
+def stage_rows(run: dict[str, Any]) -> list[list[str]]:
+    latency = run["latency_ms"]
+    return [[f"  stage: {stage}", "", "", "", "", common.fmt(latency[stage]["p50"], 3),
+             common.fmt(latency[stage]["p99"], 3)] for stage in STAGES if stage in latency]
+
+
+def cpu_budget(run: dict[str, Any], bare_frames_per_s: float, threads: int) -> str:
+    """Where the CPU time of a frame went, and the ceiling that puts on the ratio."""
+    cpu = run["cpu_ms_per_frame"]
+    total = sum(cpu.values())
+    # A bare invoke keeps ``threads`` cores busy for its whole duration.
+    invoke = threads * common.MS_PER_S / bare_frames_per_s
+    parts = ", ".join(f"{name} {value:.2f}" for name, value in cpu.items())
+    return (f"{threads} thread(s), CPU per frame (core-ms): {parts}; total {total:.2f}, of which "
+            f"the bare invoke needs {invoke:.2f}. On {os.cpu_count()} cores the pipeline cannot "
+            f"exceed {min(1.0, (os.cpu_count() or 1) * invoke / threads / total):.0%} of bare "
+            f"with this much CPU per frame (if all of it ran in parallel)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     from linesim.broker import LocalBroker
 
-    args = common.parser(__doc__ or "").parse_args(argv)
+    cli = common.parser(__doc__ or "")
+    cli.add_argument("--threads", default=",".join(map(str, THREAD_COUNTS)),
+                     help="interpreter thread counts to compare, e.g. 1,2")
+    args = cli.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     args.work.mkdir(parents=True, exist_ok=True)
+    threads = [int(t) for t in args.threads.split(",")]
     bundle = common.ensure_bundle(args.work, args.quick, args.bundle)
     frames, rounds = (QUICK_FRAMES, QUICK_ROUNDS) if args.quick else (FRAMES, ROUNDS)
     replays = {"line": common.ensure_replay(args.work, frames),
                "normal": common.ensure_replay(args.work, frames, normal_only=True)}
     batches, decode_s = prepared_batches(bundle, replays["line"])
-    reference = reference_pass(bundle, batches)
+    references = {t: reference_pass(bundle, batches, t) for t in threads}
     order = random.Random(0)
-    bare: list[float] = []
-    scored: list[float] = []
-    passes: dict[str, list[dict[str, Any]]] = {"line": [], "normal": []}
+    bare: dict[int, list[float]] = {t: [] for t in threads}
+    scored: dict[int, list[float]] = {t: [] for t in threads}
+    passes: dict[str, list[dict[str, Any]]] = {f"{kind}-{t}": [] for kind in replays
+                                               for t in threads}
     with LocalBroker("mosquitto") as broker:
-        for _ in range(rounds):
-            jobs = ["reference", "line", "normal"]
+        for round_no in range(rounds):
+            jobs = [f"reference-{t}" for t in threads] + list(passes)
             order.shuffle(jobs)
             for job in jobs:
-                if job == "reference":
-                    b, sc = reference()
-                    bare.append(b)
-                    scored.append(sc)
+                kind, count = job.rsplit("-", 1)
+                t = int(count)
+                if kind == "reference":
+                    b, sc = references[t]()
+                    bare[t].append(b)
+                    scored[t].append(sc)
                 else:
-                    passes[job].append(pipeline_pass(bundle, replays[job], broker.port,
-                                                     args.work, len(passes[job]) * 2 +
-                                                     (job == "normal")))
+                    passes[job].append(pipeline_pass(bundle, replays[kind], broker, args.work,
+                                                     f"{job}-round-{round_no}", t))
     median = {k: sorted(v, key=lambda p: p["crops_per_s"])[len(v) // 2]
               for k, v in passes.items()}
-    bare_median, score_median = float(np.median(bare)), float(np.median(scored))
-    pipe = median["line"]
-    ratio = pipe["crops_per_s"] / bare_median
-    normal_ratio = median["normal"]["crops_per_s"] / bare_median
-    crops_per_frame = pipe["crops"] // pipe["frames"]
-    rows = [
-        ["bare batched invoke (set_tensor + invoke)", common.fmt(bare_median / crops_per_frame),
-         common.fmt(bare_median, 0), "100 %", "–", "–"],
-        ["Scorer.score (+ quantize, dequantize, MSE)", common.fmt(score_median / crops_per_frame),
-         common.fmt(score_median, 0), f"{score_median / bare_median:.0%}", "–", "–"],
-        pipeline_row(f"pipeline, line with defects ({pipe['messages'].get('events', 0)} events "
-                     f"/ {pipe['frames']} frames)", pipe, bare_median),
-    ]
-    latency = pipe["latency_ms"]
-    rows += [[f"  stage: {stage}", "", "", "", common.fmt(latency[stage]["p50"], 3),
-              common.fmt(latency[stage]["p99"], 3)] for stage in STAGES if stage in latency]
-    normal = median["normal"]
-    rows.append(pipeline_row(f"pipeline, defect-free line ({normal['messages'].get('events', 0)}"
-                             f" events / {normal['frames']} frames)", normal, bare_median))
-    latency = normal["latency_ms"]
-    rows += [[f"  stage: {stage}", "", "", "", common.fmt(latency[stage]["p50"], 3),
-              common.fmt(latency[stage]["p99"], 3)] for stage in STAGES if stage in latency]
-    per_round = [p["crops_per_s"] / b for p, b in zip(passes["line"], bare, strict=True)]
+    bare_median = {t: float(np.median(v)) for t, v in bare.items()}
+    score_median = {t: float(np.median(v)) for t, v in scored.items()}
+    best_bare = max(bare_median.values())
+    first = median[f"line-{threads[0]}"]
+    crops_per_frame = first["crops"] // first["frames"]
+    rows: list[list[str]] = []
+    ratios: dict[str, float] = {}
+    for t in threads:
+        rows += [
+            ["bare batched invoke (set_tensor + invoke)", str(t),
+             common.fmt(bare_median[t] / crops_per_frame), common.fmt(bare_median[t], 0),
+             "100 %", "–", "–"],
+            ["Scorer.score (+ quantize, MSE)", str(t),
+             common.fmt(score_median[t] / crops_per_frame), common.fmt(score_median[t], 0),
+             f"{score_median[t] / bare_median[t]:.0%}", "–", "–"],
+        ]
+        for kind, label in (("line", "line with defects"), ("normal", "defect-free line")):
+            run = median[f"{kind}-{t}"]
+            ratio = run["crops_per_s"] / bare_median[t]
+            ratios[f"{kind}-{t}"] = ratio
+            rows.append([f"pipeline, {label} ({run['messages'].get('events', 0)} events / "
+                         f"{run['frames']} frames)", str(t), common.fmt(run["frames_per_s"]),
+                         common.fmt(run["crops_per_s"], 0), f"{ratio:.0%}", "–", "–"])
+            rows += stage_rows(run)
+    best_pipe = max(median.values(), key=lambda p: p["crops_per_s"])
+    headline = ratios[f"line-{threads[-1]}"]
     notes = [
-        f"pipeline ÷ bare, line with defects: {ratio:.0%} (per round: "
-        f"{', '.join(f'{r:.0%}' for r in per_round)}); defect-free line: {normal_ratio:.0%}; "
-        f"target ≥ {TARGET_RATIO:.0%}: {'met' if ratio >= TARGET_RATIO else 'NOT met'}",
-        f"{crops_per_frame} crops per frame, {THREADS} interpreter threads; PNG decode of one "
-        f"frame: {decode_s * common.MS_PER_S:.2f} ms median (capture thread, not in the stages)",
-        f"line with defects: the witness received {pipe['messages'].get('events', 0)} events and "
-        f"{pipe['messages'].get('crops', 0)} crop states; events_failed {pipe['events_failed']};"
-        f" start-up {pipe['startup_s']:.2f} s, final flush + close "
-        f"{pipe['flush_and_close_s']:.2f} s (not in frames/s)",
-        f"{rounds} rounds, each: a reference pass (bare invoke and Scorer.score alternating "
-        "batch by batch) and one pipeline pass per replay, in shuffled order; medians shown",
+        "pipeline ÷ bare at the same thread count, line with defects: "
+        + ", ".join(f"{t} thread(s) {ratios[f'line-{t}']:.0%}" for t in threads)
+        + "; defect-free line: "
+        + ", ".join(f"{t} thread(s) {ratios[f'normal-{t}']:.0%}" for t in threads)
+        + f"; target ≥ {TARGET_RATIO:.0%}: {'met' if headline >= TARGET_RATIO else 'NOT met'}",
+        f"fastest pipeline pass ({best_pipe['threads']} thread(s), "
+        f"{best_pipe['crops_per_s']:,.0f} crops/s) ÷ fastest bare invoke "
+        f"({best_bare:,.0f} crops/s): {best_pipe['crops_per_s'] / best_bare:.0%}",
+        *(cpu_budget(median[f"line-{t}"], bare_median[t] / crops_per_frame, t)
+          + " (line with defects)" for t in threads),
+        f"{crops_per_frame} crops per frame; PNG decode of one frame: "
+        f"{decode_s * common.MS_PER_S:.2f} ms median (capture thread, not in the stages); "
+        "preprocess runs on the capture thread, publish (one spool commit per group of frames, "
+        "then their states) on the event writer",
+        f"{rounds} rounds, each: one reference pass per thread count (bare invoke and "
+        "Scorer.score alternating batch by batch) and one pipeline pass per replay and thread "
+        "count, in shuffled order; medians shown",
     ]
     figures = {"bare_crops_per_s": bare, "score_crops_per_s": scored, "pipeline_passes": passes,
-               "median_pipeline": median, "ratio_pipeline_to_bare": ratio,
-               "ratio_normal_line_to_bare": normal_ratio, "target_ratio": TARGET_RATIO,
-               "met": ratio >= TARGET_RATIO, "decode_ms_median": decode_s * common.MS_PER_S}
+               "median_pipeline": median, "ratios_to_bare_same_threads": ratios,
+               "ratio_pipeline_to_bare": headline, "target_ratio": TARGET_RATIO,
+               "met": headline >= TARGET_RATIO, "decode_ms_median": decode_s * common.MS_PER_S}
     common.report("pipeline", "Whole pipeline on the line replay vs bare batched invoke",
-                  ["what", "frames/s", "crops/s", "of bare", "p50 ms", "p99 ms"], rows, figures,
-                  args.quick, notes)
+                  ["what", "threads", "frames/s", "crops/s", "of bare", "p50 ms", "p99 ms"],
+                  rows, figures, args.quick, notes)
     return 0
 
 

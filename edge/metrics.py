@@ -11,10 +11,11 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterable
+from typing import Generic, TypeVar
 
 import numpy as np
 
-from edge.types import Frame
+T = TypeVar("T")
 
 LATENCY_WINDOW = 1000  # samples kept per stage for p50/p99 (the last ~1000 frames)
 STAGES = ("capture", "preprocess", "score", "decide", "publish")
@@ -28,20 +29,21 @@ class EndOfStream:
 END = EndOfStream()
 
 
-class FrameQueue:
-    """Bounded FIFO of frames; a live source drops the oldest when full, a replay waits."""
+class FrameQueue(Generic[T]):
+    """Bounded FIFO of frames (or of frames with their prepared crops); a live source drops the
+    oldest when full, a replay waits."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self._items: deque[Frame | EndOfStream] = deque()
+        self._items: deque[T | EndOfStream] = deque()
         self._cond = threading.Condition()
         self.dropped = 0
 
     def depth(self) -> int:
         with self._cond:
-            return sum(1 for item in self._items if isinstance(item, Frame))
+            return sum(1 for item in self._items if not isinstance(item, EndOfStream))
 
-    def put(self, frame: Frame, *, drop_oldest: bool, stop: threading.Event) -> None:
+    def put(self, frame: T, *, drop_oldest: bool, stop: threading.Event) -> None:
         """Enqueue ``frame``. When full: drop the oldest frame (count it) or wait for room."""
         with self._cond:
             while len(self._items) >= self.capacity and not drop_oldest:
@@ -60,7 +62,7 @@ class FrameQueue:
             self._items.append(END)
             self._cond.notify_all()
 
-    def get(self, timeout_s: float) -> Frame | EndOfStream | None:
+    def get(self, timeout_s: float) -> T | EndOfStream | None:
         """The next frame, END, or None when nothing arrived within ``timeout_s``."""
         with self._cond:
             if not self._items and not self._cond.wait_for(lambda: bool(self._items),

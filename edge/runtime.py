@@ -1,15 +1,19 @@
-"""The edge pipeline: capture thread → bounded frame queue → layout → score → decide → publish.
+"""The edge pipeline: capture → crops → score → decide → spool → publish, as three stages.
 
 Threads and what may block:
 
-- The **capture thread** reads the source (through :class:`~edge.sources.base.RetryingSource`) and
-  puts frames into the :class:`~edge.metrics.FrameQueue`. A live source never waits: when the
-  queue is full the oldest frame is dropped and counted. Nothing downstream can stall capture.
-- The **processing loop** (the caller's thread) cuts each frame into crops, prepares them into one
-  batch, makes ONE ``Scorer.score`` call per frame, updates the per-crop decisions, and hands
-  the frame's events to the publisher in ONE ``submit_events`` call (one spool transaction, one
-  fsync) before publishing its crop states. That only writes the durable spool; sending to the
-  broker happens on the publisher's own threads.
+- The **capture thread** reads the source (through :class:`~edge.sources.base.RetryingSource`),
+  cuts each frame into its crops and prepares them into one batch (once the layout has been
+  checked against the first frame), and puts both into the :class:`~edge.metrics.FrameQueue`.
+  A live source never waits: when the queue is full the oldest frame is dropped and counted.
+  Nothing downstream can stall capture.
+- The **processing loop** (the caller's thread) makes ONE ``Scorer.score`` call per frame,
+  updates the per-crop decisions and hands the decided frame to the
+  :class:`~edge.eventwriter.EventWriter`; it does no I/O, so the model is never idle waiting for
+  a disk or a socket.
+- The **event writer** commits the events of every decided frame waiting in ONE spool
+  transaction (one fsync), then publishes those frames' crop states, so a state never names an
+  event a power cut could still take. Sending to the broker happens on the publisher's threads.
 
 Events: one per crop whose decided state is ``anomaly`` on a frame, and one per transition back to
 ``ok``. Retained per-crop state: published on the first frame and on every change. Status:
@@ -27,14 +31,18 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol
 
+import numpy as np
+
 from edge.bundle import Bundle, load_bundle
 from edge.config import DeviceConfig
-from edge.decision import ANOMALY, OK, DecisionEngine
+from edge.decision import DecisionEngine
 from edge.errors import ConfigError, PublishError
+from edge.eventwriter import DecidedFrame, EventWriter
 from edge.layout import Layout
 from edge.metrics import END, FrameQueue, LatencyWindows, RateMeter
 from edge.publish.settings import MqttConfig
@@ -50,6 +58,15 @@ FLUSH_POLL_S = 0.5  # the flush wait is cut into slices so that SIGTERM can end 
 CAPTURE_JOIN_S = 5.0
 STATUS_ONLINE = "online"
 STATUS_DEGRADED = "degraded"
+
+
+@dataclass(frozen=True)
+class Taken:
+    """A frame from the capture thread, with its crops prepared there when the layout already
+    knew the frame size (``crops`` None: the processing loop checks and prepares it)."""
+
+    frame: Frame
+    crops: np.ndarray | None = None
 
 
 class Publisher(Protocol):
@@ -99,17 +116,19 @@ class Runtime:
         self.retrying = RetryingSource(self.source, initial_s=config.source.retry_initial_s,
                                        max_s=config.source.retry_max_s, stop=self.stop_event,
                                        on_error=self._on_source_error)
-        self.queue = FrameQueue(config.source.queue_frames)
+        self.queue: FrameQueue[Taken] = FrameQueue(config.source.queue_frames)
         self.latency = LatencyWindows()
         self.publisher = publisher_factory(config.mqtt, config.device_id, self.bundle_info,
                                            config.base_dir)
+        self.writer = EventWriter(self.publisher, self._event_fields,
+                                  on_frame_written=self._refresh_status, latency=self.latency)
         self.frames_processed = 0
         self.frame_size_errors = 0
         self.status = STATUS_ONLINE
-        self.events_failed = 0
+        self._status_lock = threading.Lock()  # the processing loop and the writer both update it
         self._status_reason: str | None = None
-        self._source_problem: str | None = None
-        self._publish_problem: str | None = None
+        self._source_problem: str | None = None  # set by the capture thread
+        self._idle_problem: str | None = None  # no frames: why (source error or stall)
         self._frame_problem: str | None = None
         self._capture_error: BaseException | None = None
         self._states_announced = False
@@ -133,7 +152,8 @@ class Runtime:
                     break
                 # Time the source took to hand over a frame (for a camera: waiting for exposure).
                 self.latency.add("capture", time.monotonic() - started)
-                self.queue.put(frame, drop_oldest=self.source.live, stop=self.stop_event)
+                self.queue.put(self._prepare(frame), drop_oldest=self.source.live,
+                               stop=self.stop_event)
         except BaseException as exc:  # ConfigError from a source; re-raised on the main thread
             self._capture_error = exc
         finally:
@@ -142,90 +162,77 @@ class Runtime:
 
     # ----------------------------------------------------------------- processing
 
-    def _process(self, frame: Frame) -> bool:
-        """Score and decide one frame; False when it had to be skipped (wrong size)."""
+    def _prepare(self, frame: Frame) -> Taken:
+        """Capture thread: cut and prepare the crops of a frame of the checked size (the first
+        frame, and frames of another size, are left to the processing loop)."""
         height, width = frame.image.shape[:2]
-        if self.layout.frame_size is None:
-            self.layout.check_frame_size(width, height)
-            log.info("first frame %d×%d px; layout: %s", width, height, self.layout.describe())
-        elif (width, height) != self.layout.frame_size:
-            self.frame_size_errors += 1
-            # Degraded, not online: a camera that came back at another resolution must not
-            # look healthy while nothing is scored.
-            self._frame_problem = (f"frames are {width}×{height} px but the layout was checked "
-                                   f"against {self.layout.frame_size[0]}×"
-                                   f"{self.layout.frame_size[1]}; nothing is scored")
-            log.warning("frame %s skipped: %s", frame.id, self._frame_problem)
-            return False
+        if self.layout.frame_size != (width, height):
+            return Taken(frame)
+        started = time.monotonic()
+        crops = self.layout.batch(frame.image, self.bundle.input)
+        self.latency.add("preprocess", time.monotonic() - started)
+        return Taken(frame, crops)
+
+    def _process(self, taken: Taken) -> bool:
+        """Score and decide one frame; False when it had to be skipped (wrong size)."""
+        frame, crops = taken.frame, taken.crops
+        if crops is None:
+            height, width = frame.image.shape[:2]
+            if self.layout.frame_size is None:
+                self.layout.check_frame_size(width, height)
+                log.info("first frame %d×%d px; layout: %s", width, height,
+                         self.layout.describe())
+            elif (width, height) != self.layout.frame_size:
+                self.frame_size_errors += 1
+                # Degraded, not online: a camera that came back at another resolution must not
+                # look healthy while nothing is scored.
+                self._frame_problem = (f"frames are {width}×{height} px but the layout was "
+                                       f"checked against {self.layout.frame_size[0]}×"
+                                       f"{self.layout.frame_size[1]}; nothing is scored")
+                log.warning("frame %s skipped: %s", frame.id, self._frame_problem)
+                return False
+            started = time.monotonic()
+            crops = self.layout.batch(frame.image, self.bundle.input)
+            self.latency.add("preprocess", time.monotonic() - started)
         self._frame_problem = None
-        t0 = time.monotonic()
-        batch = self.layout.batch(frame.image, self.bundle.input)
         t1 = time.monotonic()
-        scores = self.scorer.score(batch)
+        scores = self.scorer.score(crops)
         t2 = time.monotonic()
         decided = self.decisions.decide(scores.tolist())
         t3 = time.monotonic()
-        self._publish(frame, decided)
-        t4 = time.monotonic()
-        for stage, seconds in (("preprocess", t1 - t0), ("score", t2 - t1),
-                               ("decide", t3 - t2), ("publish", t4 - t3)):
-            self.latency.add(stage, seconds)
+        # The writer commits the frame's events, then publishes its states (edge.eventwriter).
+        self.writer.put(DecidedFrame(frame, decided, announce=not self._states_announced))
+        self._states_announced = True
+        self.latency.add("score", t2 - t1)
+        self.latency.add("decide", t3 - t2)
         return True
 
-    def _publish(self, frame: Frame, decided: list[Decision]) -> None:
-        announce = not self._states_announced
-        eventful = [i for i, d in enumerate(decided)
-                    if d.state == ANOMALY or (d.changed and d.state == OK)]
-        # All of the frame's events are committed (one spool transaction) before any of its
-        # states goes out: a state never names an event that a power cut could still take.
-        event_ids = dict(zip(eventful, self._submit(frame, [decided[i] for i in eventful]),
-                             strict=True))
-        for index, decision in enumerate(decided):
-            if announce or decision.changed:
-                self.publisher.publish_state(decision.crop, {
-                    "state": decision.state, "previous_state": decision.previous_state,
-                    "score": decision.score, "score_z": decision.score_z, "frame_id": frame.id,
-                    "box": decision.box.as_list(), "event_id": event_ids.get(index),
-                })
-        self._states_announced = True
-
-    def _submit(self, frame: Frame, decisions: list[Decision]) -> list[str | None]:
-        """Hand a frame's events to the spool in one transaction; their ids, None if refused."""
-        if not decisions:
-            return []
-        batch = [{
+    def _event_fields(self, frame: Frame, decision: Decision) -> dict[str, Any]:
+        """The spool fields of one event (called on the writer's thread)."""
+        return {
             "device_id": self.config.device_id, "frame_id": frame.id,
-            "timestamp": frame.timestamp, "crop": d.crop, "box": d.box.as_list(),
-            "score": d.score, "state": d.state, "previous_state": d.previous_state,
-            "threshold": self.decisions.threshold_payload(d.crop), "score_z": d.score_z,
-            "bundle": dict(self.bundle_info), "extra": {},
-        } for d in decisions]
-        try:
-            results = self.publisher.submit_events(batch)
-        except PublishError as exc:  # the spool took none of them (disk full, read-only)
-            results = [exc] * len(batch)
-        ids: list[str | None] = []
-        for decision, result in zip(decisions, results, strict=True):
-            if isinstance(result, PublishError):
-                # The spool could not take it (disk full, oversized). Stopping would not save
-                # this event and would lose every later one; say so loudly and keep deciding.
-                self.events_failed += 1
-                self._publish_problem = f"event spool refused an event: {result}"
-                log.error("event for crop %s of frame %s NOT stored: %s", decision.crop,
-                          frame.id, result)
-                ids.append(None)
-            else:
-                self._publish_problem = None
-                ids.append(result.event_id)
-        return ids
+            "timestamp": frame.timestamp, "crop": decision.crop, "box": decision.box.as_list(),
+            "score": decision.score, "state": decision.state,
+            "previous_state": decision.previous_state,
+            "threshold": self.decisions.threshold_payload(decision.crop),
+            "score_z": decision.score_z, "bundle": dict(self.bundle_info), "extra": {},
+        }
+
+    def _refresh_status(self) -> None:
+        """Publish ``degraded`` with the first problem there is, else ``online`` (called by the
+        processing loop and, after each eventful frame it wrote, by the event writer)."""
+        problem = (self._idle_problem or self._frame_problem or self.writer.problem
+                   or self.publisher.delivery_problem())
+        self._set_status(STATUS_ONLINE if problem is None else STATUS_DEGRADED, problem)
 
     def _set_status(self, status: str, reason: str | None) -> None:
-        if (status, reason) == (self.status, self._status_reason):
-            return
-        self.status, self._status_reason = status, reason
-        (log.warning if status == STATUS_DEGRADED else log.info)(
-            "status %s%s", status, f": {reason}" if reason else "")
-        self.publisher.set_status(status, reason)
+        with self._status_lock:
+            if (status, reason) == (self.status, self._status_reason):
+                return
+            self.status, self._status_reason = status, reason
+            (log.warning if status == STATUS_DEGRADED else log.info)(
+                "status %s%s", status, f": {reason}" if reason else "")
+            self.publisher.set_status(status, reason)
 
     def stats(self) -> dict[str, Any]:
         """The ``…/stats`` payload fields this side knows (the publisher adds spool figures)."""
@@ -237,8 +244,9 @@ class Runtime:
             "corrupt_frames": self.source.corrupt_frames,
             "source_errors": self.retrying.errors,
             "frame_size_errors": self.frame_size_errors,
-            "events_failed": self.events_failed,
+            "events_failed": self.writer.events_failed,
             "queue_depth": self.queue.depth(),
+            "unwritten_frames": self.writer.depth(),
             "spool_depth": self._spool_depth(),
             "uptime_s": round(time.monotonic() - self._started_at, 3),
             "status": self.status,
@@ -270,6 +278,7 @@ class Runtime:
         except BaseException:
             self.publisher.close()
             raise
+        self.writer.start()
         capture = threading.Thread(target=self._capture_main, name="capture", daemon=True)
         capture.start()
         ended = False
@@ -280,7 +289,10 @@ class Runtime:
         finally:
             self.stop_event.set()
             capture.join(CAPTURE_JOIN_S)
+            # Every decided frame reaches the spool before the publisher flushes and closes.
+            self.writer.close()
             self._finish(flush=ended)
+        self.writer.raise_error()
         return 0
 
     def _loop(self) -> bool:
@@ -294,26 +306,23 @@ class Runtime:
             now = time.monotonic()
             if item is END:
                 return self._capture_error is None
-            if isinstance(item, Frame):
+            if isinstance(item, Taken):
                 last_frame_at = now
-                self._source_problem = None
+                self._source_problem = self._idle_problem = None
                 if self._process(item):
                     self.frames_processed += 1
                     self._rate.tick()
-                problem = (self._frame_problem or self._publish_problem
-                           or self.publisher.delivery_problem())
-                if problem is not None:
-                    self._set_status(STATUS_DEGRADED, problem)
-                else:
-                    self._set_status(STATUS_ONLINE, None)
+                self._refresh_status()
                 if self.max_frames is not None and self.frames_processed >= self.max_frames:
                     return True
-            elif self._source_problem is not None:
-                self._set_status(STATUS_DEGRADED, self._source_problem)
-            elif now - last_frame_at > source_cfg.stall_timeout_s:
-                self._set_status(STATUS_DEGRADED,
-                                 f"no frames from {self.source.describe()} for more than "
-                                 f"{source_cfg.stall_timeout_s:g} s")
+            else:
+                if self._source_problem is not None:
+                    self._idle_problem = self._source_problem
+                elif now - last_frame_at > source_cfg.stall_timeout_s:
+                    self._idle_problem = (f"no frames from {self.source.describe()} for more "
+                                          f"than {source_cfg.stall_timeout_s:g} s")
+                if self._idle_problem is not None:
+                    self._refresh_status()
             if now >= next_stats:
                 next_stats = now + stats_every
                 self.publisher.publish_stats(self.stats())

@@ -89,6 +89,11 @@ class LocalBroker:
         raise RuntimeError(f"{self.kind} did not listen on port {self.port} within "
                            f"{READY_TIMEOUT_S:.0f} s; see {self._dir}/broker.log")
 
+    @property
+    def pid(self) -> int | None:
+        """The broker's process id while it runs (for CPU accounting in benchmarks)."""
+        return self._process.pid if self._process is not None else None
+
     def stop(self) -> None:
         if self._process is not None and self._process.poll() is None:
             self._process.terminate()
