@@ -64,10 +64,13 @@ def targets(results: dict[str, dict[str, Any]]) -> list[list[str]]:
              f"{t['speedup']:.1f}×", verdict[t["met"]]]
             for t in results["scoring"]["figures"]["targets"]]
     pipe = results["pipeline"]["figures"]
-    rows.append(["pipeline ÷ bare batched invoke (line with defects)",
-                 f"≥ {pipe['target_ratio']:.0%}", f"{pipe['ratio_pipeline_to_bare']:.0%} "
-                 f"(defect-free line: {pipe['ratio_normal_line_to_bare']:.0%})",
-                 verdict[pipe["met"]]])
+    ratios = pipe["ratios_to_bare_same_threads"]
+    for threads in sorted({key.rsplit("-", 1)[1] for key in ratios}):
+        line, normal = ratios[f"line-{threads}"], ratios[f"normal-{threads}"]
+        rows.append([f"pipeline ÷ bare batched invoke, {threads} thread(s), line with defects",
+                     f"≥ {pipe['target_ratio']:.0%}",
+                     f"{line:.0%} (defect-free line: {normal:.0%})",
+                     verdict[line >= pipe["target_ratio"]]])
     foot = results["footprint"]["figures"]
     rows.append(["peak RSS of edge run", "≤ 100 MB", f"{foot['rss_mb']:.1f} MB",
                  verdict[foot["rss_mb"] <= 100.0]])
