@@ -1,6 +1,6 @@
 """Before/after of the optimised parts: an older tree of the project against this one, interleaved.
 
-    git archive c927457 | (mkdir -p /tmp/before && tar -x -C /tmp/before)
+    git archive 9ae9859 | (mkdir -p /tmp/before && tar -x -C /tmp/before)
     python benchmarks/perf_before_after.py --before /tmp/before [--quick]
 
 Loads ``edge/preprocess.py``, ``edge/scoring.py`` and ``edge/publish/spool.py`` of the ``--before``
@@ -34,6 +34,7 @@ REPS, QUICK_REPS = 600, 150
 SPOOL_REPS_DIVISOR = 4  # spool rounds fsync: fewer of them
 PIPELINE_PAIRS, QUICK_PIPELINE_PAIRS = 5, 1
 STAGES = ("preprocess", "score", "decide", "publish")
+PIPELINE_THREADS = 2  # the demo configuration's interpreter threads, on both sides
 
 
 def load(tree: Path, relative: str, name: str) -> ModuleType:
@@ -128,21 +129,35 @@ def time_pair(before: Callable[[], Any], after: Callable[[], Any], reps: int) ->
     return [float(np.median(t)) for t in times]
 
 
+def _line_pass(figures: dict[str, Any]) -> dict[str, Any]:
+    """The median line-with-defects pass at 2 threads, from either results format."""
+    median = figures["median_pipeline"]
+    return median["line"] if "line" in median else median[f"line-{PIPELINE_THREADS}"]
+
+
 def pipelines(before: Path, pairs: int) -> list[dict[str, Any]]:
-    """perf_pipeline.py --quick in both trees, alternately; the results of each pass."""
+    """perf_pipeline.py --quick in both trees, alternately; the results of each pass.
+
+    A tree that has its own perf_pipeline.py runs it (its runtime's internals are what that
+    script knows); an older tree gets this tree's benchmark scripts copied in. Both sides run the
+    demo's configuration, 2 interpreter threads.
+    """
     target = before / "benchmarks"
-    target.mkdir(exist_ok=True)
-    for script in Path(__file__).parent.glob("perf_*.py"):
-        shutil.copy(script, target / script.name)
+    if not (target / "perf_pipeline.py").exists():
+        target.mkdir(exist_ok=True)
+        for script in Path(__file__).parent.glob("perf_*.py"):
+            shutil.copy(script, target / script.name)
     found: list[dict[str, Any]] = []
     results = Path(tempfile.mkdtemp(prefix="before-after-"))  # keeps results/ of the real run
     environment = {**os.environ, common.RESULTS_ENV: str(results)}
+    sides: tuple[tuple[str, Path, list[str]], ...] = (
+        ("before", before, []), ("after", common.ROOT, ["--threads", str(PIPELINE_THREADS)]))
     for _ in range(pairs):
-        for side, tree in (("before", before), ("after", common.ROOT)):
-            subprocess.run([sys.executable, "benchmarks/perf_pipeline.py", "--quick"], cwd=tree,
-                           check=True, capture_output=True, env=environment)
+        for side, tree, options in sides:
+            subprocess.run([sys.executable, "benchmarks/perf_pipeline.py", "--quick", *options],
+                           cwd=tree, check=True, capture_output=True, env=environment)
             result = json.loads((results / "perf_pipeline.json").read_text())["figures"]
-            line = result["median_pipeline"]["line"]
+            line = _line_pass(result)
             found.append({"side": side, "frames_per_s": line["frames_per_s"],
                           "ratio": result["ratio_pipeline_to_bare"],
                           "stages_p50_ms": {s: line["latency_ms"][s]["p50"] for s in STAGES}})

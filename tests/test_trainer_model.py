@@ -107,3 +107,22 @@ def test_cli_model_choices_match_the_registry() -> None:
     from trainer.model import MODEL_BUILDERS
 
     assert set(MODEL_KINDS) == set(MODEL_BUILDERS)
+
+
+def test_erase_blanks_one_square_per_crop_in_the_input_only() -> None:
+    from trainer.fit import FitOptions, batch_stream
+
+    images = np.full((50, 28, 30, 1), 200, np.uint8)
+    options = FitOptions(batch_size=16, augment=("erase",), erase_fraction=0.3)
+    noisy, clean = next(batch_stream(images, options, np.random.default_rng(0)))
+    assert np.all(clean == np.float32(200 / 255))  # the target stays whole
+    side = round(28 * 0.3)
+    for crop in noisy[..., 0]:
+        rows, cols = np.nonzero(crop == 0)
+        assert len(rows) == side * side  # one square, entirely inside the crop
+        assert rows.max() - rows.min() + 1 == side and cols.max() - cols.min() + 1 == side
+    corners = {(int(np.argmax(c.min(axis=1) == 0)), int(np.argmax(c.min(axis=0) == 0)))
+               for c in noisy[..., 0]}
+    assert len(corners) > 8  # placed at random, not always in the same spot
+    with pytest.raises(ConfigError, match=r"erase fraction 1\.5"):
+        FitOptions(erase_fraction=1.5)

@@ -48,6 +48,10 @@ PCA_MAX_SAMPLES = 2000    # training normals the baseline is fitted on, at most
 PIXEL_MAX = 255.0
 DEFAULT_SHIFT_PX = 2
 DEFAULT_NOISE_STD = 0.05  # denoising noise, in [0, 1] pixel units
+# Inpainting: the side of the square blanked in the model's input, as a share of the crop's
+# smaller side (8 px of MNIST's 28). Chosen on one-class MNIST (docs/results.md): 0.2–0.35 did
+# best there, half the side did worse.
+DEFAULT_ERASE_FRACTION = 0.3
 OUTPUT_LAYER = "reconstruction"  # the sigmoid layer every model kind ends with
 OUTPUT_MEAN_FLOOR = 1e-3  # keeps the initial output logit finite for all-black/white data
 
@@ -65,6 +69,7 @@ class FitOptions:
     augment: tuple[str, ...] = ()
     shift_px: int = DEFAULT_SHIFT_PX
     noise_std: float = DEFAULT_NOISE_STD
+    erase_fraction: float = DEFAULT_ERASE_FRACTION
     patience_rounds: int = PATIENCE_ROUNDS
 
     def __post_init__(self) -> None:
@@ -72,6 +77,9 @@ class FitOptions:
         if unknown:
             raise ConfigError(f"--augment {','.join(unknown)} is unknown; choose from "
                               f"{','.join(AUGMENTATIONS)}.")
+        if not 0.0 < self.erase_fraction < 1.0:
+            raise ConfigError(f"erase fraction {self.erase_fraction} must be between 0 and 1 "
+                              "(share of the crop's side that is blanked).")
         if not 0.0 < self.val_fraction < 1.0:
             raise ConfigError(f"--val-fraction {self.val_fraction} must be between 0 and 1.")
         for name in ("steps", "epochs"):
@@ -129,7 +137,29 @@ def batch_stream(images_u8: np.ndarray, options: FitOptions,
             # Denoising: the model sees a noisy crop and must return the clean one.
             noise = rng.normal(0.0, options.noise_std, size=clean.shape).astype(np.float32)
             noisy = np.clip(clean + noise, 0.0, 1.0)
+        if "erase" in options.augment:
+            noisy = erase_squares(noisy, options.erase_fraction, rng)
         yield noisy, clean
+
+
+def erase_squares(batch: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """Inpainting input: each crop with one square of ``fraction`` of its smaller side set to 0
+    at a random place (the target stays whole).
+
+    The model learns to fill in what a normal crop must have there, so a crop that lacks normal
+    structure — a thin "1" where an "8" belongs, a missing feature on a part — is "repaired" into
+    a normal one, and its reconstruction error grows.
+    """
+    count, height, width = batch.shape[:3]
+    side = max(1, round(min(height, width) * fraction))
+    top = rng.integers(0, height - side + 1, size=count)
+    left = rng.integers(0, width - side + 1, size=count)
+    rows = np.arange(height)[None, :]
+    cols = np.arange(width)[None, :]
+    inside_rows = (rows >= top[:, None]) & (rows < top[:, None] + side)
+    inside_cols = (cols >= left[:, None]) & (cols < left[:, None] + side)
+    square = inside_rows[:, :, None] & inside_cols[:, None, :]  # (count, height, width)
+    return np.where(square[..., None], np.float32(0.0), batch)
 
 
 def augment_batch(batch: np.ndarray, options: FitOptions, rng: np.random.Generator) -> np.ndarray:
