@@ -18,7 +18,7 @@ from quality_common import RESULTS_DIR, ROOT
 DOC = ROOT / "docs" / "results.md"
 ANOGAN = {"auroc": 0.95, "precision": 0.99, "recall": 0.89, "f1": 0.94}
 NOTES_FILE = Path(__file__).resolve().parent / "results_notes.md"
-SHORT_RUN_FILE = "mnist_oneclass_300steps.json"
+OTHER_RUN_FILE = "mnist_oneclass_3000steps.json"  # the same recipe, trained twice as long
 
 
 def _load(name: str) -> dict[str, Any] | None:
@@ -73,33 +73,34 @@ def oneclass_section(data: dict[str, Any]) -> list[str]:
     return lines
 
 
-def short_training_section(main: dict[str, Any], short: dict[str, Any]) -> list[str]:
-    """The same recipe with fewer steps, side by side with the main run."""
+def other_training_section(main: dict[str, Any], other: dict[str, Any]) -> list[str]:
+    """The same recipe with another step budget, side by side with the main run."""
     by_digit = {r["digit"]: r for r in main["rows"]}
-    ss, ms = short["summary"], main["summary"]
+    os_, ms = other["summary"], main["summary"]
+    steps = other["recipe"]["steps"]
     lines = [
-        f"### The same recipe trained for {short['recipe']['steps']} steps", "",
-        f"`python benchmarks/mnist_oneclass.py --steps {short['recipe']['steps']} --out-json "
-        "mnist_oneclass_300steps.json --plot ''`. This run was made *after* a smoke run showed "
-        "digit 5 doing better with fewer steps, i.e. the step count was picked by looking at "
-        "test AUROC: read it as what shorter training does, not as a clean benchmark result.", "",
+        f"### The same recipe trained for {steps} steps", "",
+        f"`python benchmarks/mnist_oneclass.py --steps {steps} --out-json {OTHER_RUN_FILE} "
+        "--plot ''` (cosine decay over the longer budget). In the float-only trials, 1,500 "
+        "steps instead of 600 lifted digit 8 by 0.02; this run shows what doubling again buys. "
+        "It was run once, after the main run, and did not change the recipe.", "",
         f"| digit | {main['recipe']['steps']} steps float | int8 | "
-        f"{short['recipe']['steps']} steps float | int8 | train s |",
+        f"{steps} steps float | int8 | train s |",
         "| ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for r in short["rows"]:
+    for r in other["rows"]:
         m = by_digit.get(r["digit"], {})
         lines.append(f"| {r['digit']} | {_f(m.get('auroc_float'))} | {_f(m.get('auroc_int8'))} "
                      f"| {_f(r['auroc_float'])} | {_f(r['auroc_int8'])} | {r['seconds']:.0f} |")
     lines += [
         f"| **mean** | {_f(ms['mean_auroc_float'])} | {_f(ms['mean_auroc_int8'])} | "
-        f"**{_f(ss['mean_auroc_float'])}** | **{_f(ss['mean_auroc_int8'])}** | "
-        f"{ss['total_seconds']:.0f} |", "",
-        f"Worst digit at {short['recipe']['steps']} steps: {ss['worst_digit']} (int8 "
-        f"{_f(ss['worst_auroc_int8'])}); largest int8–float gap {_f(ss['max_auroc_gap'])}; "
-        f"mean TPR at the `quantile:0.98` threshold {_f(ss['mean_tpr_at_threshold_int8'], 3)} "
-        f"(TNR {_f(ss['mean_tnr_at_threshold_int8'], 3)}); "
-        f"{ss.get('wall_seconds', ss['total_seconds']) / 60:.1f} min for all ten digits.", "",
+        f"**{_f(os_['mean_auroc_float'])}** | **{_f(os_['mean_auroc_int8'])}** | "
+        f"{os_['total_seconds']:.0f} |", "",
+        f"Worst digit at {steps} steps: {os_['worst_digit']} (int8 "
+        f"{_f(os_['worst_auroc_int8'])}); largest int8–float gap {_f(os_['max_auroc_gap'])}; "
+        f"mean TPR at the `quantile:0.98` threshold {_f(os_['mean_tpr_at_threshold_int8'], 3)} "
+        f"(TNR {_f(os_['mean_tnr_at_threshold_int8'], 3)}); "
+        f"{os_.get('wall_seconds', os_['total_seconds']) / 60:.1f} min for all ten digits.", "",
     ]
     return lines
 
@@ -241,9 +242,9 @@ def render() -> str:
     repro = _load("quality_mnist.json")
     if oneclass:
         lines += oneclass_section(oneclass)
-        short = _load(SHORT_RUN_FILE)
-        if short:
-            lines += short_training_section(oneclass, short)
+        other = _load(OTHER_RUN_FILE)
+        if other:
+            lines += other_training_section(oneclass, other)
     lines += anogan_section(oneclass, repro)
     if repro:
         lines += mnist_repro_section(repro)

@@ -2,7 +2,8 @@
 
 The frame queue sits between the capture thread and the processing loop. Frames may be dropped
 (a live camera does not wait for a slow model), decided events may not: events are produced after
-the queue and go straight into the publisher's durable spool.
+the queue and handed to the event writer (edge.eventwriter), whose hand-over blocks instead of
+dropping.
 """
 
 from __future__ import annotations

@@ -181,3 +181,19 @@ def test_score_is_the_defined_mse_bit_for_bit(trainer_bundle: Path, count: int) 
     expected = reconstruction_mse(crops.astype(np.float32) / np.float32(255),
                                   scorer.reconstruct(crops))
     np.testing.assert_array_equal(scorer.score(crops), expected)
+
+
+def test_cosine_schedule_without_early_stopping_trains_the_whole_budget() -> None:
+    spec = make_spec(16, 1)
+    dataset = from_arrays(spec, normal_images(60, 16), test_anomalies=anomaly_images(4, 16))
+    config = ModelConfig(height=16, width=16, channels=1, filters=(4, 8), latent=2)
+    options = FitOptions(steps=200, batch_size=8, augment=("noise", "erase"),
+                         lr_schedule="cosine", patience_rounds=0)
+    fit = fit_autoencoder(dataset, config, options, report=lambda message: None, progress=False)
+    assert fit.steps_run == 200 and len(fit.history) == 4  # rounds of 50 steps, none cut short
+    assert fit.best_round == 4  # the last weights are kept
+    assert fit.model.optimizer.learning_rate.numpy() == pytest.approx(0.0, abs=1e-9)
+    with pytest.raises(ConfigError, match="--lr-schedule 'linear' is unknown"):
+        FitOptions(lr_schedule="linear")
+    with pytest.raises(ConfigError, match="--patience -1"):
+        FitOptions(patience_rounds=-1)

@@ -23,10 +23,12 @@ from trainer.defaults import (
     DEFAULT_FILTERS,
     DEFAULT_LATENT_CHANNELS,
     DEFAULT_LEARNING_RATE,
+    DEFAULT_PATIENCE_ROUNDS,
     DEFAULT_RULE,
     DEFAULT_SIZE_PX,
     DEFAULT_STEPS,
     DEFAULT_VAL_FRACTION,
+    LR_SCHEDULES,
     MODEL_KINDS,
 )
 
@@ -48,7 +50,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     fit_bundle(args.data, args.out, size=args.size, channels=args.channels, shape=args.shape,
                model=args.model, filters=_int_list(args.filters), latent=args.latent,
                steps=args.steps, epochs=args.epochs, batch_size=args.batch_size,
-               learning_rate=args.learning_rate, val_fraction=args.val_fraction,
+               learning_rate=args.learning_rate, lr_schedule=args.lr_schedule,
+               patience=args.patience, val_fraction=args.val_fraction,
                augment=_names(args.augment), threshold=args.threshold,
                batch_sizes=args.batch_sizes, seed=args.seed, keep_float=args.keep_float,
                name=args.name, progress=False if args.no_progress else None)
@@ -98,6 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="training batch size (default %(default)s)")
     fit.add_argument("--learning-rate", type=float, default=DEFAULT_LEARNING_RATE,
                      help="Adam learning rate (default %(default)s)")
+    fit.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="constant",
+                     help="constant, or cosine decay to 0 over the step budget "
+                          "(default %(default)s)")
+    fit.add_argument("--patience", type=int, default=DEFAULT_PATIENCE_ROUNDS,
+                     help="stop after this many rounds without a better held-back loss and "
+                          "keep the best weights; 0 trains the whole budget and keeps the last "
+                          "(default %(default)s)")
     fit.add_argument("--val-fraction", type=float, default=DEFAULT_VAL_FRACTION,
                      help="normals held back for validation and calibration (default %(default)s)")
     fit.add_argument("--augment", default="",

@@ -29,8 +29,10 @@ from trainer.defaults import (
     AUGMENTATIONS,
     DEFAULT_BATCH_SIZE,
     DEFAULT_LEARNING_RATE,
+    DEFAULT_PATIENCE_ROUNDS,
     DEFAULT_STEPS,
     DEFAULT_VAL_FRACTION,
+    LR_SCHEDULES,
 )
 from trainer.model import ModelConfig, build_model
 
@@ -39,7 +41,6 @@ Reporter = Callable[[str], None]
 # Keras "epochs" are rounds of at least this many steps, so small data sets do not spend their
 # time in per-epoch overhead (validation, callbacks) instead of training.
 MIN_STEPS_PER_ROUND = 50
-PATIENCE_ROUNDS = 6
 MIN_NORMALS = 10          # below this no split is meaningful: refuse
 FEW_NORMALS_WARNING = 50  # below this, warn that thresholds will be rough
 MIN_VAL_NORMALS = 2
@@ -70,13 +71,19 @@ class FitOptions:
     shift_px: int = DEFAULT_SHIFT_PX
     noise_std: float = DEFAULT_NOISE_STD
     erase_fraction: float = DEFAULT_ERASE_FRACTION
-    patience_rounds: int = PATIENCE_ROUNDS
+    patience_rounds: int = DEFAULT_PATIENCE_ROUNDS  # 0: no early stopping, keep the last weights
+    lr_schedule: str = "constant"
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.augment) - set(AUGMENTATIONS))
         if unknown:
             raise ConfigError(f"--augment {','.join(unknown)} is unknown; choose from "
                               f"{','.join(AUGMENTATIONS)}.")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(f"--lr-schedule {self.lr_schedule!r} is unknown; choose from "
+                              f"{', '.join(LR_SCHEDULES)}.")
+        if self.patience_rounds < 0:
+            raise ConfigError(f"--patience {self.patience_rounds} must be 0 (off) or more rounds.")
         if not 0.0 < self.erase_fraction < 1.0:
             raise ConfigError(f"erase fraction {self.erase_fraction} must be between 0 and 1 "
                               "(share of the crop's side that is blanked).")
@@ -266,18 +273,28 @@ def fit_autoencoder(dataset: Dataset, config: ModelConfig, options: FitOptions, 
 
     model = build_model(config)
     init_output_bias(model, train)
-    model.compile(optimizer=keras.optimizers.Adam(options.learning_rate), loss="mse")
+    learning_rate: Any = options.learning_rate
+    if options.lr_schedule == "cosine":
+        learning_rate = keras.optimizers.schedules.CosineDecay(options.learning_rate,
+                                                               rounds * steps_per_round)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="mse")
     val_unit = to_unit(val)
-    # Any improvement counts (min_delta 0): the step budget already bounds the run, and late
-    # improvements are small in absolute terms yet still tighten the normal-score spread.
-    stopper = keras.callbacks.EarlyStopping(
-        monitor="val_loss", patience=options.patience_rounds, restore_best_weights=True)
+    callbacks: list[keras.callbacks.Callback] = []
+    stopper = None
+    if options.patience_rounds:
+        # Any improvement counts (min_delta 0): the step budget already bounds the run, and late
+        # improvements are small in absolute terms yet still tighten the normal-score spread.
+        stopper = keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=options.patience_rounds, restore_best_weights=True)
+        callbacks.append(stopper)
     show_bar = sys.stderr.isatty() if progress is None else progress
-    callbacks: list[keras.callbacks.Callback] = [stopper]
     if not show_bar:
         callbacks.append(_RoundLine(rounds, steps_per_round, report))
     report(f"training on {len(train)} normals ({len(val)} held back): {budget} steps of "
-           f"{options.batch_size} in {rounds} rounds, seed {options.seed}"
+           f"{options.batch_size} in {rounds} rounds, seed {options.seed}, learning rate "
+           f"{options.learning_rate:g} ({options.lr_schedule})"
+           + (f", early stopping after {options.patience_rounds} rounds without improvement"
+              if options.patience_rounds else ", no early stopping")
            + (f", augment {','.join(options.augment)}" if options.augment else ""))
     stream = batch_stream(train, options, np.random.default_rng(options.seed))
     keras_history = model.fit(stream, steps_per_epoch=steps_per_round, epochs=rounds,
@@ -291,9 +308,11 @@ def fit_autoencoder(dataset: Dataset, config: ModelConfig, options: FitOptions, 
          "val_loss": float(keras_history.history["val_loss"][i])}
         for i in range(len(keras_history.history["loss"]))
     ]
-    # The round whose weights EarlyStopping restored (it counts epochs from 0).
-    best_round = int(getattr(stopper, "best_epoch", np.argmin([h["val_loss"] for h in history])))
-    best_round += 1
+    if stopper is None:  # no early stopping: the last round's weights are kept
+        best_round = len(history)
+    else:  # the round whose weights EarlyStopping restored (it counts epochs from 0)
+        best_round = 1 + int(getattr(stopper, "best_epoch",
+                                     np.argmin([h["val_loss"] for h in history])))
 
     baseline = pca_baseline(train, val, options.seed)
     baseline["ae_val_mse"] = float(np.mean(float_scores(model, val)))

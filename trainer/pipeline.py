@@ -15,6 +15,7 @@ from trainer.defaults import (
     DEFAULT_FILTERS,
     DEFAULT_LATENT_CHANNELS,
     DEFAULT_LEARNING_RATE,
+    DEFAULT_PATIENCE_ROUNDS,
     DEFAULT_RULE,
     DEFAULT_SIZE_PX,
     DEFAULT_VAL_FRACTION,
@@ -44,6 +45,8 @@ def fit_bundle(
     epochs: int | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     learning_rate: float = DEFAULT_LEARNING_RATE,
+    lr_schedule: str = "constant",
+    patience: int = DEFAULT_PATIENCE_ROUNDS,
     val_fraction: float = DEFAULT_VAL_FRACTION,
     augment: Sequence[str] = (),
     threshold: str = DEFAULT_RULE,
@@ -65,9 +68,9 @@ def fit_bundle(
     return fit_bundle_detailed(
         data, out_dir, size=size, channels=channels, shape=shape, model=model, filters=filters,
         latent=latent, steps=steps, epochs=epochs, batch_size=batch_size,
-        learning_rate=learning_rate, val_fraction=val_fraction, augment=augment,
-        threshold=threshold, batch_sizes=batch_sizes, seed=seed, keep_float=keep_float,
-        name=name, progress=progress, report=report).path
+        learning_rate=learning_rate, lr_schedule=lr_schedule, patience=patience,
+        val_fraction=val_fraction, augment=augment, threshold=threshold, batch_sizes=batch_sizes,
+        seed=seed, keep_float=keep_float, name=name, progress=progress, report=report).path
 
 
 def fit_bundle_detailed(data: str | Path | Dataset, out_dir: str | Path, *, size: int,
@@ -77,7 +80,8 @@ def fit_bundle_detailed(data: str | Path | Dataset, out_dir: str | Path, *, size
                         val_fraction: float, augment: Sequence[str], threshold: str,
                         batch_sizes: str | Sequence[int], seed: int, keep_float: bool,
                         name: str | None, progress: bool | None,
-                        report: Reporter) -> ExportResult:
+                        report: Reporter, lr_schedule: str = "constant",
+                        patience: int = DEFAULT_PATIENCE_ROUNDS) -> ExportResult:
     """:func:`fit_bundle`, returning every figure of the export (for benchmarks and tests)."""
     started = time.perf_counter()
     out_path = Path(out_dir)
@@ -86,7 +90,8 @@ def fit_bundle_detailed(data: str | Path | Dataset, out_dir: str | Path, *, size
     check_output_dir(out_path)  # before training, not after minutes of it
     options = FitOptions(steps=steps, epochs=epochs, batch_size=batch_size,
                          learning_rate=learning_rate, val_fraction=val_fraction, seed=seed,
-                         augment=tuple(augment))
+                         augment=tuple(augment), lr_schedule=lr_schedule,
+                         patience_rounds=patience)
     if isinstance(data, Dataset):
         dataset = data
     else:
@@ -107,7 +112,8 @@ def fit_bundle_detailed(data: str | Path | Dataset, out_dir: str | Path, *, size
         report(f"warning: {warning}")
     provenance: dict[str, Any] = {
         "trainer_options": {"steps": steps, "epochs": epochs, "batch_size": batch_size,
-                            "learning_rate": learning_rate, "val_fraction": val_fraction,
+                            "learning_rate": learning_rate, "lr_schedule": lr_schedule,
+                            "patience_rounds": patience, "val_fraction": val_fraction,
                             "augment": list(augment), "threshold": str(rule),
                             "batch_sizes": list(sizes)},
     }
