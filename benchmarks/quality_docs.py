@@ -39,9 +39,12 @@ def oneclass_section(data: dict[str, Any]) -> list[str]:
         f"Recipe, the same for every digit: {recipe['size']}×{recipe['size']} input, filters "
         f"{','.join(map(str, recipe['filters']))} (four stride-2 stages), latent "
         f"{recipe['latent']} channels at 2×2 (32 values), {recipe['steps']} steps of "
-        f"{recipe['batch_size']}, Adam {recipe['learning_rate']:g}, augment "
-        f"{','.join(recipe['augment']) or 'none'} (denoising). Early stopping on held-back "
-        "training normals only.", "",
+        f"{recipe['batch_size']}, Adam {recipe['learning_rate']:g} "
+        f"({recipe.get('lr_schedule', 'constant')} schedule), augment "
+        f"{','.join(recipe['augment']) or 'none'} (`noise`: denoising, `erase`: inpainting — "
+        "an 8×8 square of the input blanked, the target whole), "
+        + ("no early stopping." if recipe.get("patience") == 0 else
+           "early stopping on held-back training normals only."), "",
         "| digit | AUROC float | AUROC int8 | \\|gap\\| | TPR @ thr | TNR @ thr | int8/float bytes "
         "| train s |",
         "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
@@ -230,7 +233,7 @@ def render() -> str:
     lines = [
         "# Detection quality", "",
         "Every number on this page comes from the JSON files in `benchmarks/results/`, written by",
-        "one command (about 40 minutes on 2 CPU cores; `--quick` is a 7-minute smoke run):", "",
+        "one command (about an hour on 2 CPU cores; `--quick` is a 7-minute smoke run):", "",
         "```bash", "python benchmarks/run_quality.py      # then this page: "
         "python benchmarks/quality_docs.py", "```", "",
         "int8 figures are scored through `edge.scoring.Scorer` on the exported bundle (what the "

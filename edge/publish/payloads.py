@@ -78,7 +78,10 @@ def _finite_or_none(value: Any) -> Any:
 def encode_lenient(payload: dict[str, Any]) -> bytes:
     """Like :func:`encode`, but NaN / infinity become null: for informational payloads (state,
     stats) where one odd figure must not stop the message, unlike an event."""
-    return encode(_finite_or_none(payload))
+    try:
+        return encode(payload)  # the usual case, without walking the payload first
+    except ValueError:  # NaN or infinity somewhere
+        return encode(_finite_or_none(payload))
 
 
 def status_payload(
