@@ -45,10 +45,6 @@ def reconstruction_mse(original: np.ndarray, reconstruction: np.ndarray) -> np.n
     return np.add.reduce(rows, axis=1) / float(max(rows.shape[1], 1))
 
 
-# uint8 pixel → its [0, 1] value, exactly ``np.float32(p) / np.float32(255)``, as one lookup.
-_UNIT_LUT = np.arange(256, dtype=np.float32) / np.float32(PIXEL_MAX)
-
-
 @dataclass(frozen=True)
 class Quantization:
     scale: float
@@ -91,33 +87,12 @@ class _Runner:
         # uint8 pixel p maps to the int8 input code round(p / 255 / scale) + zp; a lookup table
         # makes that one indexing operation with no float work per pixel.
         self.input_lut = self.input_q.quantize(np.arange(256, dtype=np.float64) / PIXEL_MAX)
-        # The squared error of every (input pixel, output code) pair, computed exactly as
-        # reconstruction_mse computes it element by element; indexed [p << 8 | code as uint8].
-        codes = np.arange(256, dtype=np.uint8).view(np.int8)
-        diff = np.subtract.outer(_UNIT_LUT, self.output_q.dequantize(codes), dtype=np.float64)
-        self.squared_error_lut = np.square(diff).ravel()
-
-    def invoke(self, batch_u8: np.ndarray) -> np.ndarray:
-        """(batch_size, H, W, C) uint8 → the model's int8 output (a copy)."""
-        self.interpreter.set_tensor(self.input_index, self.input_lut[batch_u8])
-        self.interpreter.invoke()
-        return self.interpreter.get_tensor(self.output_index)
 
     def reconstruct(self, batch_u8: np.ndarray) -> np.ndarray:
         """(batch_size, H, W, C) uint8 → dequantized reconstruction in [0, 1], float32."""
-        return self.output_q.dequantize(self.invoke(batch_u8))
-
-    def score(self, batch_u8: np.ndarray, real: int) -> np.ndarray:
-        """Reconstruction MSE of the first ``real`` crops of a full batch, float64.
-
-        Bit for bit ``reconstruction_mse(batch / 255, reconstruct(batch))``: the per-pixel
-        squared errors come from one table lookup instead of five array passes.
-        """
-        codes = self.invoke(batch_u8)[:real].view(np.uint8)
-        index = np.left_shift(batch_u8[:real], 8, dtype=np.uint16)
-        np.bitwise_or(index, codes, out=index)
-        rows = self.squared_error_lut[index].reshape(real, -1)
-        return np.add.reduce(rows, axis=1) / float(max(rows.shape[1], 1))
+        self.interpreter.set_tensor(self.input_index, self.input_lut[batch_u8])
+        self.interpreter.invoke()
+        return self.output_q.dequantize(self.interpreter.get_tensor(self.output_index))
 
 
 def _scale_zero_point(details: dict[str, Any], origin: str) -> tuple[float, int]:
@@ -128,6 +103,10 @@ def _scale_zero_point(details: dict[str, Any], origin: str) -> tuple[float, int]
             "the model is not fully int8."
         )
     return float(scale), int(zero_point)
+
+
+# uint8 pixel → its [0, 1] value, exactly ``np.float32(p) / np.float32(255)``, as one lookup.
+_UNIT_LUT = np.arange(256, dtype=np.float32) / np.float32(PIXEL_MAX)
 
 
 @functools.lru_cache(maxsize=32)
@@ -193,42 +172,27 @@ class Scorer:
         """
         return _batch_plan(count, tuple(sorted(self._runners)))
 
-    def _check(self, crops_u8: np.ndarray) -> None:
+    def reconstruct(self, crops_u8: np.ndarray) -> np.ndarray:
+        """(N, H, W, C) uint8 prepared crops → (N, H, W, C) float32 reconstructions in [0, 1]."""
         expected = self.bundle.input.shape
         if crops_u8.ndim != 4 or crops_u8.shape[1:] != expected or crops_u8.dtype != np.uint8:
             raise ValueError(
                 f"crops must be uint8 of shape (N, {', '.join(map(str, expected))}); "
                 f"got {crops_u8.dtype} {crops_u8.shape}. Use edge.preprocess.prepare_batch."
             )
-
-    def _chunk(self, crops_u8: np.ndarray, start: int, size: int, real: int) -> np.ndarray:
-        """Crops ``start:start + real`` as one batch of ``size`` (padded with black crops)."""
-        chunk = crops_u8[start:start + real]
-        if real < size:  # the last batch of the plan
-            chunk = np.concatenate(
-                [chunk, np.zeros((size - real, *self.bundle.input.shape), dtype=np.uint8)])
-        return chunk
-
-    def reconstruct(self, crops_u8: np.ndarray) -> np.ndarray:
-        """(N, H, W, C) uint8 prepared crops → (N, H, W, C) float32 reconstructions in [0, 1]."""
-        self._check(crops_u8)
         plan = self.plan(len(crops_u8))
         if len(plan) == 1 and plan[0][1] == plan[0][2]:  # one full batch: nothing to assemble
             return self._runners[plan[0][1]].reconstruct(crops_u8)
         result = np.empty(crops_u8.shape, dtype=np.float32)
         for start, size, real in plan:
-            chunk = self._chunk(crops_u8, start, size, real)
+            chunk = crops_u8[start:start + real]
+            if real < size:  # the last batch, padded with black crops
+                chunk = np.concatenate(
+                    [chunk, np.zeros((size - real, *expected), dtype=np.uint8)])
             result[start:start + real] = self._runners[size].reconstruct(chunk)[:real]
         return result
 
     def score(self, crops_u8: np.ndarray) -> np.ndarray:
-        """(N, H, W, C) uint8 prepared crops → (N,) float64 reconstruction MSE.
-
-        The same numbers as ``reconstruction_mse(crops / 255, reconstruct(crops))``, computed
-        from the int8 outputs without dequantizing them (see ``_Runner.score``).
-        """
-        self._check(crops_u8)
-        plan = self.plan(len(crops_u8))
-        parts = [self._runners[size].score(self._chunk(crops_u8, start, size, real), real)
-                 for start, size, real in plan]
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+        """(N, H, W, C) uint8 prepared crops → (N,) float64 reconstruction MSE."""
+        reconstruction = self.reconstruct(crops_u8)
+        return reconstruction_mse(_UNIT_LUT[crops_u8], reconstruction)
