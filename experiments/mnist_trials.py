@@ -143,7 +143,7 @@ def trial(digit: int, v: dict[str, Any], steps: int, classes: bool) -> float:
     schedule = keras.optimizers.schedules.CosineDecay(v["lr"], steps)
     model.compile(keras.optimizers.Adam(schedule), loss=v["loss"])
     model.fit(stream(train_f, v, np.random.default_rng(0)), steps_per_epoch=steps, epochs=1,
-              verbose=0)
+              verbose=0, shuffle=False)  # the stream is already random
     reconstruction = model.predict(test, batch_size=256, verbose=0)
     scores = ((reconstruction - test) ** 2).reshape(len(test), -1).mean(axis=1)
     auroc = float(roc_auc_score(labels, scores))
