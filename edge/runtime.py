@@ -191,9 +191,8 @@ class Runtime:
                                        f"{self.layout.frame_size[1]}; nothing is scored")
                 log.warning("frame %s skipped: %s", frame.id, self._frame_problem)
                 return False
-            started = time.monotonic()
-            crops = self.layout.batch(frame.image, self.bundle.input)
-            self.latency.add("preprocess", time.monotonic() - started)
+            crops = self._prepare(frame).crops  # the size is checked now: it prepares
+        assert crops is not None
         self._frame_problem = None
         t1 = time.monotonic()
         scores = self.scorer.score(crops)
