@@ -20,11 +20,13 @@ from edge.errors import ImageError, run_command
 def _cmd_score(args: argparse.Namespace) -> int:
     """Score whole images (each image is one crop) with a bundle; one line per image."""
     from edge.bundle import load_bundle
+    from edge.config import auto_threads
     from edge.preprocess import load_image, prepare_crop
     from edge.scoring import Scorer
 
     bundle = load_bundle(args.bundle, public_key=args.public_key)
-    scorer = Scorer(bundle, backend=args.backend, num_threads=args.threads, batch_sizes=(1,))
+    threads = auto_threads() if args.threads is None else args.threads
+    scorer = Scorer(bundle, backend=args.backend, num_threads=threads, batch_sizes=(1,))
     threshold = bundle.threshold
     failures = 0
     for path in _expand(args.paths):
@@ -84,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("paths", nargs="+", help="image files or folders of images")
     score.add_argument("--json", action="store_true", help="one JSON object per line")
     score.add_argument("--backend", default=DEFAULT_BACKEND, choices=sorted(BACKENDS))
-    score.add_argument("--threads", type=int, default=2, help="interpreter threads (default 2)")
+    score.add_argument("--threads", type=int, default=None,
+                       help="interpreter threads (default: cores - 1, at least 1, at most 4)")
     score.add_argument("--public-key", type=Path, default=None,
                        help="refuse the bundle unless it is signed by this Ed25519 key (PEM)")
     score.set_defaults(func=_cmd_score)

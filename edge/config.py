@@ -13,6 +13,7 @@ See docs/config.md for every key.
 from __future__ import annotations
 
 import difflib
+import os
 import re
 import string
 import sys
@@ -26,6 +27,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PlainValidator,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -46,6 +48,7 @@ QUEUE_FRAMES = 8
 RETRY_INITIAL_S = 0.5
 RETRY_MAX_S = 30.0
 MAX_THREADS = 64
+AUTO_THREADS_MAX = 4  # "auto" never asks for more: a model this small gains nothing beyond it
 # Crop names become MQTT topic levels (…/crops/<name>/state): no '/', '+', '#' or spaces.
 CROP_NAME_PATTERN = r"^[A-Za-z0-9_.-]*$"
 CROP_NAME = re.compile(CROP_NAME_PATTERN)
@@ -82,12 +85,40 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _thread_count(value: Any) -> int | Literal["auto"]:
+    """``num_threads``: "auto" or a whole number 1..MAX_THREADS (one message, not one per type)."""
+    if value == "auto":
+        return "auto"
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_THREADS:
+        return value
+    raise ValueError(f'must be "auto" or a whole number from 1 to {MAX_THREADS} (found {value!r})')
+
+
 class ScorerConfig(_Strict):
     """``[scorer]``: which inference backend runs the bundle's int8 model."""
 
     # The same names as edge.backends.BACKENDS; a test keeps the two lists in step.
     backend: Literal["litert", "tflite-runtime", "edgetpu"] = "litert"
-    num_threads: int = Field(default=2, ge=1, le=MAX_THREADS)
+    # "auto": one core fewer than this process may use (capture, decisions and MQTT need one).
+    num_threads: Annotated[int | Literal["auto"], PlainValidator(_thread_count)] = "auto"
+
+    def threads(self) -> int:
+        """``num_threads`` as a number: "auto" resolved on this machine."""
+        if self.num_threads != "auto":
+            return self.num_threads
+        return auto_threads()
+
+
+def auto_threads() -> int:
+    """Interpreter threads for ``num_threads = "auto"``: the cores this process may run on
+    (its CPU affinity, so a container's or a ``taskset`` limit counts), minus one for the
+    capture, decision and MQTT threads, at least 1 and at most AUTO_THREADS_MAX.
+    A Raspberry Pi 4 or 5 (4 cores) gets 3; a 2-core machine gets 1."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(AUTO_THREADS_MAX, cores - 1))
 
 
 class _SourceCommon(_Strict):

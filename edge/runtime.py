@@ -106,7 +106,7 @@ class Runtime:
             config.bundle, public_key=config.bundle_public_key)
         self.bundle_info = {"name": self.bundle.name, "sha256": self.bundle.sha256}
         self.scorer = Scorer(self.bundle, backend=config.scorer.backend,
-                             num_threads=config.scorer.num_threads)
+                             num_threads=config.scorer.threads())
         self.layout = Layout.from_config(config.layout)
         boxes = dict(self.layout.boxes)
         self.decisions = DecisionEngine(self.layout.names, boxes, self.bundle, config.decision)

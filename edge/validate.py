@@ -88,13 +88,13 @@ def _check(config: DeviceConfig, problems: list[str]) -> list[str]:
     bundle = None
     try:
         bundle = load_bundle(config.bundle, public_key=config.bundle_public_key)
-        Scorer(bundle, backend=config.scorer.backend, num_threads=config.scorer.num_threads)
+        Scorer(bundle, backend=config.scorer.backend, num_threads=config.scorer.threads())
         spec, threshold = bundle.input, bundle.threshold
         lines.append(
             f"bundle {bundle.name} at {bundle.path} (sha256 {bundle.sha256[:12]}…, input "
             f"{spec.width}×{spec.height} {spec.color_mode}, batch sizes {bundle.batch_sizes}, "
             f"threshold {threshold.rule} high={threshold.high} low={threshold.low}); "
-            f"scorer {config.scorer.backend}, {config.scorer.num_threads} threads")
+            f"scorer {config.scorer.backend}, {config.scorer.threads()} threads")
     except ProjectError as exc:
         problems.append(f"bundle: {exc}")
     lines.append(f"source {create_source(config.source).describe()}")

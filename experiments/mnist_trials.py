@@ -12,6 +12,10 @@ encoder, 2×2×8 bottleneck, Gaussian input noise σ 0.05, Adam 2e-3 with cosine
 - ``erase=P`` (with ``ep=PROB``): blank a random rectangle with sides in [P/2, P] with probability
   PROB (default 0.75)
 - ``sp=F``: salt-and-pepper noise on a share F of the input pixels
+- ``puzzle=PROB``: with probability PROB, the input's four quadrants are shuffled (the target stays
+  whole, as in Puzzle-AE): the model must know where the parts of a normal digit go
+- ``paste=P``: paste a P×P square cut from another normal image at a random place of the input
+  (CutPaste-style: a local change with ink, which the model must undo)
 - ``latent=C``, ``filters=A/B/C/D``: bottleneck channels, filters per stage
 - ``dense=1``: a whole-map convolution to a 1×1×C code (a dense bottleneck) instead of 2×2×C;
   ``lact=linear|relu|sigmoid`` its activation
@@ -40,8 +44,8 @@ from shared_data import DIGITS, load_digit, protocol_split
 
 BASE: dict[str, Any] = {
     "filters": (32, 64, 64, 64), "latent": 8, "noise": 0.05, "lnoise": 0.0, "bound": False,
-    "mask": 0, "erase": 0, "ep": 0.75, "sp": 0.0, "lr": 2e-3, "batch": 64, "loss": "mse",
-    "dense": 0, "lact": "relu",
+    "mask": 0, "erase": 0, "ep": 0.75, "sp": 0.0, "puzzle": 0.0, "paste": 0, "lr": 2e-3,
+    "batch": 64, "loss": "mse", "dense": 0, "lact": "relu",
 }
 SIDE = 28
 PAD = 4  # 28 → 32, a multiple of 2**4
@@ -109,6 +113,19 @@ def stream(train: np.ndarray, v: dict[str, Any], rng: np.random.Generator) -> An
             side = v["mask"]
             for i, (y, x) in enumerate(rng.integers(0, SIDE - side, (len(noisy), 2))):
                 noisy[i, y:y + side, x:x + side] = 0
+        if v["paste"] > 0:
+            side = v["paste"]
+            donors = train[rng.integers(0, len(train), len(noisy))]
+            for i, (y, x, dy, dx) in enumerate(rng.integers(0, SIDE - side, (len(noisy), 4))):
+                noisy[i, y:y + side, x:x + side] = donors[i, dy:dy + side, dx:dx + side]
+        if v["puzzle"] > 0:
+            half = SIDE // 2
+            for i in np.flatnonzero(rng.random(len(noisy)) < v["puzzle"]):
+                parts = [noisy[i, r:r + half, c:c + half].copy()
+                         for r in (0, half) for c in (0, half)]
+                for k, j in enumerate(rng.permutation(4)):
+                    r, c = divmod(k, 2)
+                    noisy[i, r * half:(r + 1) * half, c * half:(c + 1) * half] = parts[j]
         for i in range(len(noisy) if v["erase"] > 0 else 0):
             if rng.random() < v["ep"]:
                 h, w = rng.integers(v["erase"] // 2, v["erase"] + 1, 2)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -93,7 +94,7 @@ def test_all_problems_are_reported_at_once(runtime_write):
 def test_out_of_range_value_says_what_was_found(runtime_write):
     text = runtime_write().read_text().replace("num_threads = 1", "num_threads = 0")
     message = problems_of(runtime_write(text))
-    assert "scorer.num_threads: Input should be greater than or equal to 1 (found 0)" in message
+    assert 'scorer.num_threads: must be "auto" or a whole number from 1 to 64 (found 0)' in message
 
 
 def test_missing_bundle_is_a_clear_error(runtime_write, tmp_path):
@@ -203,3 +204,19 @@ def test_a_box_without_area_is_refused_with_its_path(tmp_path) -> None:  # type:
                     f'path = "{tmp_path}"\n[[layout.boxes]]\nname = "thin"\nbox = [5, 5, 0, 10]\n')
     with pytest.raises(ConfigError, match=r"layout\.boxes.*zero width or height"):
         load_config(path)
+
+
+@pytest.mark.parametrize(("cores", "expected"), [(1, 1), (2, 1), (4, 3), (8, 4), (64, 4)])
+def test_auto_threads_leave_a_core_for_capture_and_mqtt(monkeypatch, cores, expected):
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(cores)))
+    assert ScorerConfig().num_threads == "auto"
+    assert ScorerConfig().threads() == expected
+    assert ScorerConfig(num_threads=6).threads() == 6  # a number is taken as given
+
+
+def test_num_threads_auto_and_numbers_in_toml(runtime_write):
+    for value, expected in (('"auto"', "auto"), ("3", 3)):
+        text = re.sub(r"num_threads = \S+", f"num_threads = {value}", runtime_write().read_text())
+        assert load_config(runtime_write(text)).scorer.num_threads == expected
+    text = runtime_write().read_text().replace("num_threads = 1", 'num_threads = "all"')
+    assert "(found 'all')" in problems_of(runtime_write(text))
