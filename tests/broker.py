@@ -157,6 +157,7 @@ class Received:
     topic: str
     payload: bytes
     retain: bool
+    qos: int = 1  # as delivered: the lower of the publisher's and the subscription's QoS
     received_at: float = field(default_factory=time.monotonic)  # for "within N s" checks
 
     def json(self) -> Any:
@@ -197,7 +198,8 @@ class Subscriber:
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         with self._lock:
-            self.messages.append(Received(msg.topic, bytes(msg.payload), bool(msg.retain)))
+            self.messages.append(Received(msg.topic, bytes(msg.payload), bool(msg.retain),
+                                          qos=msg.qos))
 
     def on_topic(self, suffix: str) -> list[Received]:
         with self._lock:

@@ -114,6 +114,33 @@ def test_events_in_order_schema_valid_with_state_status_and_stats(
     assert not late.on_topic("/events")
 
 
+@pytest.mark.parametrize("state_qos", [0, 1])
+def test_crop_states_go_out_at_the_configured_qos_and_events_at_qos_1(
+    mqtt_broker: Broker, mqtt_subscriber_factory: Callable[..., Subscriber], tmp_path: Path,
+    publishers: list[MqttPublisher], state_qos: int,
+) -> None:
+    # The witness subscribes at QoS 1, so what it receives carries the device's own QoS.
+    sub = mqtt_subscriber_factory(mqtt_broker, [f"anomaly/{DEVICE}/#"])
+    pub = start_publisher(make_config(mqtt_broker.port, tmp_path, state_qos=state_qos), tmp_path,
+                          publishers)
+    assert wait_until(lambda: pub.connection_state == "connected")
+    pub.publish_state("cap", {"state": "anomaly", "score": 0.07})
+    pub.submit_event(**event_fields(0))
+    assert pub.flush(WAIT_S)
+    assert sub.wait_for(lambda ms: any(m.topic.endswith("/events") for m in ms)
+                        and any(m.topic.endswith("/state") for m in ms), WAIT_S)
+    assert [m.qos for m in sub.on_topic("/crops/cap/state")] == [state_qos]
+    assert [m.qos for m in sub.on_topic("/events")] == [1]
+    assert {m.qos for m in sub.on_topic("/status")} == {1}
+
+    # The broker dies and comes back empty (no persistence): the device publishes every crop's
+    # state again on reconnect, so what a broken connection took is replaced.
+    mqtt_broker.restart()  # SIGKILL, then a fresh start on the same port
+    assert sub.wait_for(lambda ms: len([m for m in ms if m.topic.endswith("/state")]) >= 2,
+                        WAIT_S)
+    assert [m.json()["state"] for m in sub.on_topic("/crops/cap/state")] == ["anomaly"] * 2
+
+
 def test_last_will_marks_a_killed_process_offline(
     mqtt_broker: Broker, mqtt_subscriber_factory: Callable[..., Subscriber], tmp_path: Path,
 ) -> None:

@@ -43,7 +43,6 @@ from edge.types import Event, utc_iso
 log = logging.getLogger(__name__)
 
 EVENT_QOS = 1
-STATE_QOS = 1
 STATUS_QOS = 1
 STATS_QOS = 0
 # paho's own window also carries the retained state/status messages next to our event window.
@@ -226,13 +225,13 @@ class MqttPublisher:
             log.error("MQTT %s", self.last_error)
 
     def publish_state(self, crop: str, payload: dict[str, Any]) -> None:
-        """Retained QoS 1 state of one crop; re-published after every reconnect."""
+        """Retained state of one crop (QoS ``state_qos``); re-published after every reconnect."""
         body = payloads.encode_lenient(payloads.state_payload(self.device_id, crop, payload))
         topic = self.topics.crop_state(crop)
         with self._send_lock:
             self._states[crop] = body
             if self._connected:
-                self._client.publish(topic, body, qos=STATE_QOS, retain=True)
+                self._client.publish(topic, body, qos=self.config.state_qos, retain=True)
 
     def publish_stats(self, stats: dict[str, Any]) -> None:
         """QoS 0, not retained; adds spool and connection figures. Skipped while offline."""
@@ -327,7 +326,8 @@ class MqttPublisher:
         self._client.publish(self.topics.status, payloads.encode(body), qos=STATUS_QOS,
                              retain=True)
         for crop, state in self._states.items():
-            self._client.publish(self.topics.crop_state(crop), state, qos=STATE_QOS, retain=True)
+            self._client.publish(self.topics.crop_state(crop), state, qos=self.config.state_qos,
+                                 retain=True)
 
     @_guarded
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:

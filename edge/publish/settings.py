@@ -7,6 +7,7 @@ holds them, and they are read only when the client connects.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -46,6 +47,8 @@ class MqttConfig(_Strict):
 
     ``max_inflight``: events published but not yet acknowledged (PUBACK). ``max_payload_bytes``:
     larger events are refused with an error (the broker's message_size_limit must allow it).
+    ``state_qos``: QoS of the retained crop states (0: no PUBACK per state; every state is
+    re-published after each reconnect anyway — docs/mqtt.md says what 1 adds).
     """
 
     host: str = "localhost"
@@ -58,6 +61,7 @@ class MqttConfig(_Strict):
     max_inflight: int = Field(default=20, ge=1, le=1000)
     stats_interval_s: float = Field(default=10.0, gt=0)
     max_payload_bytes: int = Field(default=65536, ge=512)
+    state_qos: Literal[0, 1] = 0
     tls: TlsConfig | None = None
     auth: AuthConfig | None = None
     spool: SpoolConfig = SpoolConfig()
