@@ -54,7 +54,7 @@ def run_digit(digit: int, work: Path, recipe: dict[str, Any]) -> dict[str, Any]:
                               **recipe)
     high = trained.bundle["threshold"]["high"]
     int8 = threshold_metrics(trained.labels, trained.int8, high)
-    flt = threshold_metrics(trained.labels, trained.float32, high)
+    flt = threshold_metrics(trained.labels, trained.float32, *trained.float_bounds())
     auroc_float = float(roc_auc_score(trained.labels, trained.float32))
     training = trained.bundle["training"]
     return {

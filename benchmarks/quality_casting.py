@@ -83,7 +83,7 @@ def run_case(label: str, kind: str, latent: int, rule: str, calibration: Path,
     t = trained.bundle["threshold"]
     int8 = threshold_metrics(labels, scorer.score(images), t.get("high"), t.get("low"))
     flt = threshold_metrics(labels, _float_scores(out / "float_model.keras", images),
-                            t.get("high"), t.get("low"))
+                            *trained.float_bounds())
     row = {"model": label, "kind": kind, "latent": latent, "rule": rule,
            "threshold": {"high": t.get("high"), "low": t.get("low")},
            "calibration": t.get("chosen_on", {}),

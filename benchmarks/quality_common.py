@@ -2,7 +2,10 @@
 
 Every figure comes from the exported bundle: int8 scores through :class:`edge.scoring.Scorer`
 (what the device runs) and float scores from the bundle's ``float_model.keras`` with the same
-reconstruction-MSE definition.
+reconstruction-MSE definition. Each model is judged at its own threshold: the bundle's rule applied
+to int8 scores (the bundle's threshold) or to float scores of the same held-back normals (and, for
+a labelled rule, the same anomalies) — a float model at a bound calibrated on int8 scores would mix
+calibration with the cost of quantization.
 """
 
 from __future__ import annotations
@@ -50,6 +53,17 @@ class Trained:
     float32: np.ndarray
     labels: np.ndarray
     fit_seconds: float
+    float_val: np.ndarray   # float scores of the held-back normals the threshold was chosen on
+
+    def float_bounds(self, rule: str | None = None) -> tuple[float | None, float | None]:
+        """(high, low) of ``rule`` (default: the bundle's) calibrated on float scores, on the
+        data the bundle's int8 threshold was chosen on."""
+        from trainer.thresholds import choose_threshold, parse_rule
+
+        parsed = parse_rule(rule or self.bundle["provenance"]["trainer_options"]["threshold"])
+        anomalies = self.float32[self.labels == 1] if parsed.needs_labels else None
+        chosen = choose_threshold(parsed, self.float_val, anomalies)
+        return chosen.high, chosen.low
 
 
 def log(message: str) -> None:
@@ -62,6 +76,7 @@ def train_and_score(dataset: Any, out_dir: Path, *, threshold: str, model: str =
     from edge.bundle import load_bundle
     from trainer.evaluate import _float_scores
     from trainer.export import FLOAT_KERAS_FILE
+    from trainer.fit import split_normals
     from trainer.pipeline import fit_bundle_detailed
 
     options: dict[str, Any] = {
@@ -79,9 +94,12 @@ def train_and_score(dataset: Any, out_dir: Path, *, threshold: str, model: str =
     images = np.concatenate([dataset.test_normals, dataset.test_anomalies])
     labels = np.concatenate([np.zeros(len(dataset.test_normals), int),
                              np.ones(len(dataset.test_anomalies), int)])
+    # The same held-back normals as the trainer's (the split depends only on data and seed).
+    _, val = split_normals(dataset.train_normals, options["val_fraction"], seed)
+    float_model = out_dir / FLOAT_KERAS_FILE
     return Trained(path=out_dir, bundle=dict(bundle.meta), int8=scorer.score(images),
-                   float32=_float_scores(out_dir / FLOAT_KERAS_FILE, images), labels=labels,
-                   fit_seconds=seconds)
+                   float32=_float_scores(float_model, images), labels=labels,
+                   fit_seconds=seconds, float_val=_float_scores(float_model, val))
 
 
 def int8_scorer(bundle_dir: Path) -> Any:

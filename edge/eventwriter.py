@@ -8,7 +8,7 @@ an event that a power cut could still take, and events reach the spool in decisi
 
 Durability, exactly: an event is kept from the moment its transaction commits. Between its
 decision and that commit it waits in a bounded hand-over of at most ``MAX_PENDING_FRAMES`` frames
-(a few milliseconds at line rate), during which nothing about it — state, event id — has left the
+(the group being committed included; a few milliseconds at line rate), during which nothing about it — state, event id — has left the
 device. The hand-over never drops: when the spool is slower than the line, :meth:`put` waits, the
 frame queue fills, and a live camera's *oldest frames* are dropped and counted — frames, never
 decided events. Every stop that Python sees (end of a replay, SIGTERM, an error elsewhere) drains
@@ -83,6 +83,7 @@ class EventWriter:
         self.groups_written = 0
         self.error: BaseException | None = None
         self._pending: deque[DecidedFrame] = deque()
+        self._writing = 0  # frames of the group being committed: they count against capacity
         self._cond = threading.Condition()
         self._closing = False
         self._thread = threading.Thread(target=self._main, name="event-writer", daemon=True)
@@ -91,18 +92,19 @@ class EventWriter:
         self._thread.start()
 
     def put(self, item: DecidedFrame) -> None:
-        """Queue a decided frame; waits while ``capacity`` frames are pending (never drops)."""
+        """Queue a decided frame; waits while ``capacity`` frames await their commit (never
+        drops)."""
         with self._cond:
-            while len(self._pending) >= self.capacity and self.error is None:
+            while len(self._pending) + self._writing >= self.capacity and self.error is None:
                 self._cond.wait()
             self.raise_error()
             self._pending.append(item)
             self._cond.notify_all()
 
     def depth(self) -> int:
-        """Decided frames not yet committed."""
+        """Decided frames not yet committed (waiting, or in the group being written)."""
         with self._cond:
-            return len(self._pending)
+            return len(self._pending) + self._writing
 
     def close(self) -> None:
         """Write everything pending, then stop the thread (waits for it)."""
@@ -129,9 +131,12 @@ class EventWriter:
                         return  # closing, and everything was written
                     group = list(self._pending)
                     self._pending.clear()
-                    self._cond.notify_all()
+                    self._writing = len(group)
                 self._write(group)
                 group = []
+                with self._cond:
+                    self._writing = 0
+                    self._cond.notify_all()
         except BaseException as exc:  # a defect: keep it for the processing thread
             with self._cond:
                 stranded = len(group) + len(self._pending)

@@ -125,7 +125,7 @@ class Runtime:
         self.frames_processed = 0
         self.frame_size_errors = 0
         self.status = STATUS_ONLINE
-        self._status_lock = threading.Lock()  # the processing loop and the writer both update it
+        self._status_lock = threading.RLock()  # the processing loop and the writer both update it
         self._status_reason: str | None = None
         self._source_problem: str | None = None  # set by the capture thread
         self._idle_problem: str | None = None  # no frames: why (source error or stall)
@@ -220,9 +220,12 @@ class Runtime:
     def _refresh_status(self) -> None:
         """Publish ``degraded`` with the first problem there is, else ``online`` (called by the
         processing loop and, after each eventful frame it wrote, by the event writer)."""
-        problem = (self._idle_problem or self._frame_problem or self.writer.problem
-                   or self.publisher.delivery_problem())
-        self._set_status(STATUS_ONLINE if problem is None else STATUS_DEGRADED, problem)
+        # The problem is read under the lock too: otherwise one thread's stale "online" could
+        # overwrite the other's newer "degraded".
+        with self._status_lock:
+            problem = (self._idle_problem or self._frame_problem or self.writer.problem
+                       or self.publisher.delivery_problem())
+            self._set_status(STATUS_ONLINE if problem is None else STATUS_DEGRADED, problem)
 
     def _set_status(self, status: str, reason: str | None) -> None:
         with self._status_lock:
@@ -338,12 +341,15 @@ class Runtime:
     def _finish(self, *, flush: bool) -> None:
         try:
             if flush:
+                started = time.monotonic()
                 if self._flush():
                     log.info("all events delivered; %d frames processed", self.frames_processed)
                 else:
-                    log.warning("%s events still in the spool after %g s; they are kept on disk "
-                                "and sent on the next start", self._spool_depth(),
-                                FLUSH_TIMEOUT_S)
+                    why = ("the wait was cut short by a stop signal"
+                           if self._stop_requested.is_set() else "the wait timed out")
+                    log.warning("%s events still in the spool after %.1f s (%s); they are kept "
+                                "on disk and sent on the next start", self._spool_depth(),
+                                time.monotonic() - started, why)
             self.publisher.publish_stats(self.stats())  # the final figures, after the flush
         finally:
             self.publisher.close()

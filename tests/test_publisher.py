@@ -478,3 +478,105 @@ def test_a_second_process_on_the_same_spool_is_refused_clearly(
     # The lock dies with its process: no stale lock file to clean up after a crash.
     MqttPublisher(make_config(mqtt_broker.port, tmp_path), DEVICE, BUNDLE,
                   base_dir=tmp_path).close()
+
+
+def test_a_second_acl_outage_after_a_broker_restart_is_logged_again(
+    mqtt_broker_factory: Callable[..., Broker], tmp_path: Path,
+    publishers: list[MqttPublisher], caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="edge")
+    acl = tmp_path / "acl"
+    broker = _acl_broker(mqtt_broker_factory, acl, "anomaly/other-device/#")
+    pub = start_publisher(make_config(broker.port, tmp_path, reconnect_max_s=1.0), tmp_path,
+                          publishers)
+    pub.submit_event(**event_fields(0))
+    assert wait_until(lambda: pub.connection_state == "denied")
+    time.sleep(0.5)  # the event's denial too: one outage, one ERROR
+    # The operator fixes the ACL and restarts mosquitto (not a reload): the device reconnects
+    # and delivers, so the next denial is a new outage and must reach the log as an ERROR.
+    acl.write_text(f"topic readwrite anomaly/{DEVICE}/#\ntopic read anomaly/#\n")
+    broker.restart()
+    assert pub.flush(WAIT_S), pub.last_error
+    assert "accepts events again" in caplog.text
+    acl.write_text("topic readwrite anomaly/other-device/#\ntopic read anomaly/#\n")
+    broker.reload()
+    time.sleep(0.3)  # mosquitto re-reads the ACL on SIGHUP
+    pub.submit_event(**event_fields(1))
+    assert wait_until(lambda: pub.connection_state == "denied")
+    time.sleep(0.5)
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 2 and all("Not authorized" in e for e in errors), errors
+
+
+def test_a_clean_close_keeps_late_acknowledgements_so_a_restart_sends_no_duplicates(
+    mqtt_broker: Broker, mqtt_subscriber_factory: Callable[..., Subscriber], tmp_path: Path,
+) -> None:
+    count = 400
+    sub = mqtt_subscriber_factory(mqtt_broker, [f"anomaly/{DEVICE}/events"])
+    config = make_config(mqtt_broker.port, tmp_path)
+    first = MqttPublisher(config, DEVICE, BUNDLE, base_dir=tmp_path)
+    first.start()
+    assert wait_until(lambda: first.connection_state == "connected")
+    first.submit_events([event_fields(i) for i in range(count)])
+    time.sleep(0.02)  # a window of events is in flight when the stop comes (SIGTERM)
+    first.close()  # the PUBACKs of that window arrive while it closes
+    second = MqttPublisher(config, DEVICE, BUNDLE, base_dir=tmp_path)
+    second.start()
+    try:
+        assert second.flush(WAIT_S)
+    finally:
+        second.close()
+    assert sub.wait_for(lambda ms: len(ms) >= count, WAIT_S)
+    time.sleep(0.5)  # a duplicate would arrive now
+    ids = [m.json()["event_id"] for m in sub.messages]
+    assert len(set(ids)) == count and len(ids) == count, f"{len(ids) - len(set(ids))} duplicates"
+
+
+def test_qos0_states_do_not_make_the_sender_query_the_spool(
+    mqtt_broker: Broker, tmp_path: Path, publishers: list[MqttPublisher],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pub = start_publisher(make_config(mqtt_broker.port, tmp_path), tmp_path, publishers)
+    assert wait_until(lambda: pub.connection_state == "connected")
+    time.sleep(0.2)  # the connect's own pass over the spool is done
+    queries: list[int] = []
+    original = pub.spool.pending
+    monkeypatch.setattr(pub.spool, "pending",
+                        lambda *a, **k: queries.append(1) or original(*a, **k))
+    for i in range(300):  # paho reports each QoS 0 send through on_publish, waking the sender
+        pub.publish_state(f"c{i % 24}", {"state": "ok", "score": 0.01})
+    time.sleep(0.5)
+    assert len(queries) <= 2, f"{len(queries)} spool queries for 300 states and no events"
+    pub.submit_event(**event_fields(0))  # an event still wakes it and goes out
+    assert pub.flush(WAIT_S)
+
+
+def test_a_broker_that_cannot_be_reached_is_named_with_the_cause(
+    tmp_path: Path, publishers: list[MqttPublisher],
+) -> None:
+    pub = start_publisher(make_config(free_port(), tmp_path), tmp_path, publishers)
+    assert wait_until(lambda: pub.last_error is not None)
+    assert "cannot reach MQTT broker 127.0.0.1:" in (pub.last_error or "")
+    assert "ConnectionRefusedError" in (pub.last_error or "")
+    assert pub.delivery_problem() is None  # a broker that is down is not a setup problem
+
+
+def test_a_sender_that_keeps_failing_is_a_delivery_problem_until_it_works_again(
+    mqtt_broker: Broker, tmp_path: Path, publishers: list[MqttPublisher],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("edge.publish.mqtt.SENDER_ERROR_BACKOFF_S", 0.2)
+    pub = start_publisher(make_config(mqtt_broker.port, tmp_path), tmp_path, publishers)
+    assert wait_until(lambda: pub.connection_state == "connected")
+    _hide_table(pub, "events")  # every read of the spool fails, as on a dying SD card
+    try:
+        pub._inbox.put(("wake", 0))
+        assert wait_until(lambda: pub.delivery_problem() is not None)
+        problem = pub.delivery_problem() or ""
+        assert "event sender failed" in problem and "no such table" in problem
+        assert str(pub.spool.path) in problem  # the runtime's degraded reason names the spool
+        assert pub.connection_state == "connected"  # the broker is fine; the device is not
+    finally:
+        _restore_table(pub, "events")
+    pub._inbox.put(("wake", 0))
+    assert wait_until(lambda: pub.delivery_problem() is None)

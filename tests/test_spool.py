@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import time
@@ -200,4 +201,26 @@ def test_any_mix_of_appends_acks_and_restarts_keeps_order(
             spool = Spool(path, SpoolConfig())
         assert [e.seq for e in spool.pending(0, 1000)] == model
         assert spool.depth() == len(model)
+    spool.close()
+
+
+def test_an_unreadable_row_is_set_aside_and_the_events_after_it_still_go_out(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    spool = Spool(tmp_path / "spool.db", SpoolConfig())
+    first = spool.append(event_fields(0))
+    # A row another build wrote (no score_z), and a damaged one: neither can become an Event.
+    legacy = {k: v for k, v in event_fields(1).items() if k != "score_z"}
+    with sqlite3.connect(spool.path) as conn:
+        for body in (json.dumps(legacy), "{not json"):
+            conn.execute("INSERT INTO events(event_id, created_at, payload) VALUES (?, ?, ?)",
+                         (f"bad-{len(body)}", time.time(), body))
+    last = spool.append(event_fields(2))
+    assert [e.seq for e in spool.pending()] == [first.seq, last.seq]
+    assert spool.depth() == 2  # the two rows left the events table ...
+    with sqlite3.connect(spool.path) as conn:  # ... for the rejected one, with the reason
+        reasons = [r for (r,) in conn.execute("SELECT reason FROM rejected ORDER BY id")]
+    assert len(reasons) == 2 and "seq 2 could not be read" in reasons[0]
+    assert "score_z" in reasons[0] and "seq 3" in reasons[1]
+    assert "moved to the 'rejected' table" in caplog.text and str(spool.path) in caplog.text
     spool.close()

@@ -61,6 +61,9 @@ def test_fit_score_evaluate_round_trip(tmp_path: Path) -> None:
     assert evaluate.returncode == 0, evaluate.stderr
     result = json.loads(evaluate.stdout)
     assert result["int8"]["auroc"] >= 0.95 and "float" not in result
+    # youden chose its bound on these very anomalies: the figures at it are flagged as optimistic.
+    [caveat] = result["caveats"]
+    assert "chosen on 20 anomalies of this same data" in caveat and "optimistic" in caveat
 
 
 def test_errors_are_one_line_with_the_error_code(tmp_path: Path,

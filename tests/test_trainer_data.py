@@ -135,3 +135,18 @@ def test_large_rgb_png_is_resized_for_a_grey_model(tmp_path: Path) -> None:
     dataset = load_dataset(root, SPEC)
     image = np.asarray(Image.open(sorted((root / "train" / "good").iterdir())[0]))
     np.testing.assert_array_equal(dataset.train_normals[0], prepare_crop(image, SPEC))
+
+
+def test_npz_test_split_of_another_size_and_colour_is_resized_on_its_own(tmp_path: Path) -> None:
+    # x: 28×28 grey with 2 anomalies; x_test: 32×32 RGB with 3 normals and 2 anomalies.
+    x = np.full((6, 28, 28), 100, np.uint8)
+    x_test = np.full((5, 32, 32, 3), 50, np.uint8)
+    path = tmp_path / "mixed.npz"
+    np.savez(path, x=x, y=np.array([0, 0, 0, 0, 1, 1]), x_test=x_test,
+             y_test=np.array([0, 0, 0, 1, 1]))
+    dataset = load_dataset(path, SPEC)
+    assert dataset.train_normals.shape == (4, *SPEC.shape)
+    assert dataset.test_normals.shape == (3, *SPEC.shape)
+    assert dataset.test_anomalies.shape == (4, *SPEC.shape)
+    assert np.all(dataset.test_anomalies[:2] == 100) and np.all(dataset.test_anomalies[2:] == 50)
+    assert any("x_test images are 32×32 px" in note for note in dataset.summary["notes"])

@@ -84,6 +84,7 @@ def test_anomalies_score_above_normals(trainer_bundle: Path, trainer_mvtec_dir: 
     confusion = result["int8"]["confusion"]
     assert sum(confusion.values()) == 50
     assert "int8" in format_report(result) and "float" in format_report(result)
+    assert result["caveats"] == []  # a normals-only threshold: nothing was fitted on anomalies
 
 
 def test_batch_models_score_like_batch_one(trainer_bundle: Path,

@@ -126,3 +126,18 @@ def test_erase_blanks_one_square_per_crop_in_the_input_only() -> None:
     assert len(corners) > 8  # placed at random, not always in the same spot
     with pytest.raises(ConfigError, match=r"erase fraction 1\.5"):
         FitOptions(erase_fraction=1.5)
+
+
+@pytest.mark.parametrize(("budget", "normals", "batch", "rounds", "per_round"), [
+    (6000, 1536, 32, 120, 50),   # the demo: rounds of 50 steps (one pass is 48)
+    (1500, 47968, 32, 10, 150),  # large data: still 10 rounds, not 2 × 1499 = 2998 steps
+    (1500, 4800, 64, 20, 75),    # one pass is 75 steps
+    (1510, 4800, 64, 21, 72),    # 1512: uneven budgets overshoot by less than a round count
+    (300, 20, 32, 6, 50),        # tiny data: rounds of at least 50 steps
+    (10, 100, 32, 1, 10),        # a budget below one round is one round
+])
+def test_rounds_share_the_step_budget(budget, normals, batch, rounds, per_round) -> None:
+    from trainer.fit import plan_rounds
+
+    assert plan_rounds(budget, normals, batch) == (rounds, per_round)
+    assert budget <= rounds * per_round < budget + rounds

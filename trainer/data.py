@@ -213,19 +213,25 @@ def _load_npz(path: Path, spec: InputSpec, shape: tuple[int, ...] | None) -> Dat
         raise DataError(f"{path}: all {len(images)} samples are labelled 1 (anomaly) in 'y'; "
                         "training needs normal samples labelled 0.")
     test_normals = np.empty((0, *spec.shape), dtype=np.uint8)
+    # Each array is resized on its own: x and x_test may differ in size or channels.
+    test_a = _prepare_all(list(anomalies), spec, f"{path}['x']")
     if "x_test" in arrays:
         test_images = _npz_images(arrays["x_test"], shape, f"{path}['x_test']")
         test_labels = _npz_labels(arrays.get("y_test"), len(test_images), f"{path}['y_test']")
-        test_normals = _prepare_all(list(test_images[test_labels == 0]), spec, str(path))
-        anomalies = np.concatenate([anomalies, test_images[test_labels == 1]]) \
-            if len(anomalies) else test_images[test_labels == 1]
+        test_normals = _prepare_all(list(test_images[test_labels == 0]), spec,
+                                    f"{path}['x_test']")
+        test_a = np.concatenate([test_a, _prepare_all(list(test_images[test_labels == 1]), spec,
+                                                      f"{path}['x_test']")])
+        if test_images.shape[1:3] != (spec.height, spec.width):
+            notes.append(f"{path}: x_test images are {test_images.shape[2]}×"
+                         f"{test_images.shape[1]} px, resized to {spec.width}×{spec.height} "
+                         "(bilinear, as on the edge).")
     if images.shape[1:3] != (spec.height, spec.width):
         notes.append(f"{path}: images are {images.shape[2]}×{images.shape[1]} px, resized to "
                      f"{spec.width}×{spec.height} (bilinear, as on the edge).")
-    train = _prepare_all(list(normals), spec, str(path))
-    test_a = _prepare_all(list(anomalies), spec, str(path))
+    train = _prepare_all(list(normals), spec, f"{path}['x']")
     if "y" in arrays:
-        notes.append(f"{path}: {len(normals)} normals (y=0) train the model; {len(anomalies)} "
+        notes.append(f"{path}: {len(normals)} normals (y=0) train the model; {len(test_a)} "
                      "anomalies (y=1) are used only for threshold choice and evaluation.")
     return _finish(spec, train, test_normals, test_a, source=str(path), kind="npz", notes=notes)
 

@@ -117,7 +117,27 @@ def evaluate_bundle(bundle_path: str | Path, data: str | Path | Dataset, *,
     float_path = bundle.path / FLOAT_KERAS_FILE
     if float_path.is_file():
         result["float"] = metrics(labels, _float_scores(float_path, images), bundle.threshold)
+    result["caveats"] = caveats(bundle, dataset)
     return result
+
+
+def caveats(bundle: Bundle, dataset: Dataset) -> list[str]:
+    """What makes these figures look better than the line will see them, said plainly.
+
+    A labelled threshold rule (youden, f1, maxmin, band) picked its bound on the anomalies of the
+    training data; evaluated on those same anomalies, TPR/TNR/F1 at it are optimistic.
+    """
+    chosen_on = bundle.threshold.chosen_on
+    data = bundle.meta.get("provenance", {}).get("data", {})
+    trained_on, evaluated_on = data.get("source"), dataset.summary.get("source")
+    if not chosen_on.get("anomalies") or trained_on is None or evaluated_on is None:
+        return []
+    if Path(str(trained_on)).resolve() != Path(str(evaluated_on)).resolve():
+        return []
+    return [f"the threshold ({bundle.threshold.rule}) was chosen on {chosen_on['anomalies']} "
+            f"anomalies of this same data ({evaluated_on}): TPR, TNR, precision and F1 at it are "
+            "optimistic (AUROC and AP do not depend on the threshold). Evaluate on data the "
+            "bundle was not fitted on, or fit with a normals-only rule (quantile:Q, max)."]
 
 
 def format_report(result: dict[str, Any]) -> str:
@@ -138,4 +158,5 @@ def format_report(result: dict[str, Any]) -> str:
         lines.append(f"{kind:<6} {m['auroc']:7.4f} {m['average_precision']:7.4f} {m['tpr']:7.4f} "
                      f"{m['tnr']:7.4f} {m['precision']:7.4f} {m['f1']:7.4f}  "
                      f"{c['tp']}/{c['fp']}/{c['tn']}/{c['fn']}")
+    lines.extend(f"caveat: {caveat}" for caveat in result.get("caveats", []))
     return "\n".join(lines)

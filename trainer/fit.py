@@ -41,6 +41,7 @@ Reporter = Callable[[str], None]
 # Keras "epochs" are rounds of at least this many steps, so small data sets do not spend their
 # time in per-epoch overhead (validation, callbacks) instead of training.
 MIN_STEPS_PER_ROUND = 50
+MIN_ROUNDS = 10  # a budget of at least 10 × MIN_STEPS_PER_ROUND is split into 10 rounds or more
 MIN_NORMALS = 10          # below this no split is meaningful: refuse
 FEW_NORMALS_WARNING = 50  # below this, warn that thresholds will be rough
 MIN_VAL_NORMALS = 2
@@ -194,6 +195,21 @@ def _steps_budget(options: FitOptions, n_train: int) -> int:
     return options.steps if options.steps is not None else DEFAULT_STEPS
 
 
+def plan_rounds(budget: int, n_train: int, batch_size: int) -> tuple[int, int]:
+    """(rounds, steps per round) for a budget of optimiser steps.
+
+    A round is about one pass over the training normals, at least MIN_STEPS_PER_ROUND steps, and
+    at most a MIN_ROUNDS-th of the budget — so a large data set still gets a progress line and an
+    early-stopping check every tenth of the run. The rounds share the budget evenly: the total is
+    the budget, or at most ``rounds - 1`` steps more when it does not divide (Keras rounds are all
+    the same length).
+    """
+    one_pass = max(MIN_STEPS_PER_ROUND, math.ceil(n_train / batch_size))
+    target = min(budget, one_pass, max(MIN_STEPS_PER_ROUND, math.ceil(budget / MIN_ROUNDS)))
+    rounds = math.ceil(budget / max(1, target))
+    return rounds, math.ceil(budget / rounds)
+
+
 class _RoundLine(keras.callbacks.Callback):
     """One line per round when output is not a terminal (logs, CI): no progress-bar noise."""
 
@@ -241,11 +257,12 @@ def pca_baseline(train_u8: np.ndarray, val_u8: np.ndarray, seed: int) -> dict[st
     train = to_unit(train_u8).reshape(len(train_u8), -1)
     val = to_unit(val_u8).reshape(len(val_u8), -1)
     limit = min(len(train) - 1, train.shape[1])
-    probe = PCA(n_components=limit, random_state=seed).fit(train)
-    cumulative = np.cumsum(probe.explained_variance_ratio_)
+    # One fit with every component; the first k of an exact PCA are the k-component PCA.
+    pca = PCA(n_components=limit, svd_solver="full").fit(train)
+    cumulative = np.cumsum(pca.explained_variance_ratio_)
     components = min(limit, int(np.searchsorted(cumulative, PCA_VARIANCE)) + 1)
-    pca = PCA(n_components=components, random_state=seed).fit(train)
-    reconstruction = pca.inverse_transform(pca.transform(val))
+    basis = pca.components_[:components]
+    reconstruction = (val - pca.mean_) @ basis.T @ basis + pca.mean_
     mse = reconstruction_mse(val, reconstruction)
     return {"method": f"PCA keeping {PCA_VARIANCE:.0%} of training variance",
             "components": components, "val_mse": float(np.mean(mse))}
@@ -267,9 +284,7 @@ def fit_autoencoder(dataset: Dataset, config: ModelConfig, options: FitOptions, 
             f"the threshold rests on {len(val)} held-back crops and will be rough. Collect more "
             "normals before trusting this model on a line.")
     budget = _steps_budget(options, len(train))
-    steps_per_round = min(budget, max(MIN_STEPS_PER_ROUND, math.ceil(len(train) /
-                                                                   options.batch_size)))
-    rounds = math.ceil(budget / steps_per_round)
+    rounds, steps_per_round = plan_rounds(budget, len(train), options.batch_size)
 
     model = build_model(config)
     init_output_bias(model, train)
@@ -290,7 +305,8 @@ def fit_autoencoder(dataset: Dataset, config: ModelConfig, options: FitOptions, 
     show_bar = sys.stderr.isatty() if progress is None else progress
     if not show_bar:
         callbacks.append(_RoundLine(rounds, steps_per_round, report))
-    report(f"training on {len(train)} normals ({len(val)} held back): {budget} steps of "
+    report(f"training on {len(train)} normals ({len(val)} held back): "
+           f"{rounds * steps_per_round} steps of "
            f"{options.batch_size} in {rounds} rounds, seed {options.seed}, learning rate "
            f"{options.learning_rate:g} ({options.lr_schedule})"
            + (f", early stopping after {options.patience_rounds} rounds without improvement"
@@ -314,6 +330,8 @@ def fit_autoencoder(dataset: Dataset, config: ModelConfig, options: FitOptions, 
         best_round = 1 + int(getattr(stopper, "best_epoch",
                                      np.argmin([h["val_loss"] for h in history])))
 
+    report(f"fitting the linear baseline (PCA) on {min(len(train), PCA_MAX_SAMPLES)} training "
+           "normals, to check that the autoencoder learned more than it")
     baseline = pca_baseline(train, val, options.seed)
     baseline["ae_val_mse"] = float(np.mean(float_scores(model, val)))
     if baseline["ae_val_mse"] >= baseline["val_mse"]:

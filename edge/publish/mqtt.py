@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import logging
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -131,6 +132,8 @@ class MqttPublisher:
         self._denials = 0  # denied publishes since the broker last accepted an event
         self._denied_reason = ""  # reason code text of the latest denied publish
         self._stopping = threading.Event()
+        self._sender_state = _SenderState()  # the sender thread's; close() uses it after the join
+        self._sender_failing: str | None = None  # why the sender's last pass failed, if it did
         self._sender = threading.Thread(target=self._sender_main, name="mqtt-sender", daemon=True)
         self._started = False
 
@@ -176,6 +179,13 @@ class MqttPublisher:
                     log.warning("could not publish the offline status before disconnecting")
             self._client.disconnect()
             self._client.loop_stop()
+            # PUBACKs that came in after the sender stopped (up to max_inflight events): delete
+            # those events now, or the next start would send them a second time.
+            try:
+                self._drain_inbox(self._sender_state, block=False)
+            except PublishError as err:
+                log.warning("MQTT could not mark the last acknowledged events as sent (%s); they "
+                            "will be sent again at the next start (duplicates)", err)
         self.connection_state = _CLOSED
         self.spool.close()
 
@@ -267,8 +277,11 @@ class MqttPublisher:
 
     def delivery_problem(self) -> str | None:
         """Why events cannot be delivered until someone fixes the setup — the broker's ACL denies
-        them, or it refuses the credentials — else None; the runtime reports it as
-        ``degraded``. A broker that is merely down is not one: its Last Will says ``offline``."""
+        them, it refuses the credentials, or the sender keeps failing (e.g. the spool cannot be
+        read) — else None; the runtime reports it as ``degraded``. A broker that is merely down
+        is not one: its Last Will says ``offline``."""
+        if self._sender_failing is not None:
+            return self._sender_failing
         return self.last_error if self.connection_state in (_DENIED, _REFUSED) else None
 
     def flush(self, timeout_s: float) -> bool:
@@ -333,10 +346,14 @@ class MqttPublisher:
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         if self.connection_state != _REFUSED:
             first = self.last_error is None
+            # paho calls this from its except block: the OSError (refused, DNS, TLS) is still set.
+            cause = sys.exc_info()[1]
+            because = f" ({cause!r})" if cause is not None else ""
             tls_hint = (" or the TLS handshake failed (check that [mqtt.tls] ca_file signed the "
                         "broker's certificate and that host matches it)") if self.config.tls else ""
             self.last_error = (f"cannot reach MQTT broker {self.config.host}:{self.config.port}"
-                               f"{tls_hint}; events are kept in the spool and sent when it is back")
+                               f"{because}{tls_hint}; events are kept in the spool and sent when "
+                               "it is back")
             self.connection_state = _DISCONNECTED
             (log.warning if first else log.debug)("MQTT %s", self.last_error)
 
@@ -453,7 +470,7 @@ class MqttPublisher:
         return True
 
     def _sender_main(self) -> None:
-        sender = _SenderState()
+        sender = self._sender_state
         next_limits_check = time.monotonic() + LIMITS_CHECK_INTERVAL_S
         while not self._stopping.is_set():
             try:
@@ -465,9 +482,15 @@ class MqttPublisher:
                     next_limits_check = time.monotonic() + LIMITS_CHECK_INTERVAL_S
                     self._enforce_limits()
                     self._report_drops()  # also drops whose announcement failed earlier
+                if self._sender_failing is not None:
+                    log.info("MQTT event sender works again")
+                    self._sender_failing = None
             except Exception as err:  # the sender must survive a failing disk; it says so loudly
-                self.last_error = f"event sender failed: {err}"
+                self._sender_failing = self.last_error = (
+                    f"event sender failed: {err}; events wait in the spool {self.spool.path}, "
+                    f"retried every {SENDER_ERROR_BACKOFF_S:g} s")
                 log.exception("MQTT event sender failed; retrying in %g s", SENDER_ERROR_BACKOFF_S)
+                sender.more_pending = True  # the failed pass may not have sent what it read
                 self._stopping.wait(SENDER_ERROR_BACKOFF_S)
 
     def _can_send(self, sender: _SenderState) -> bool:
@@ -491,7 +514,8 @@ class MqttPublisher:
                     self._warning_acked(value)
                 else:
                     acked.append(seq)
-                    if self.connection_state == _DENIED and sender.paused_until is None:
+                    # Also after a reconnect (state "connected"): the next denial is news again.
+                    if self._denials and sender.paused_until is None:
                         self._denial_over()
             elif kind == "denied":
                 self._publish_denied(sender, value)
@@ -515,7 +539,11 @@ class MqttPublisher:
         if not self._resume_after_denial(sender):
             return
         room = self.config.max_inflight - len(sender.inflight)
-        if room <= 0 or not self._connected or sender.epoch != self._epoch:
+        # more_pending is False only after a query found the spool drained; submissions, connects
+        # and the periodic re-check set it again. paho reports QoS 0 sends (crop states, stats)
+        # through on_publish too: those wake the sender and must not cost a spool query each.
+        if (room <= 0 or not sender.more_pending or not self._connected
+                or sender.epoch != self._epoch):
             return
         events = self.spool.pending(after_seq=sender.sent_upto, limit=room)
         sender.more_pending = len(events) == room

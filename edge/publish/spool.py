@@ -302,7 +302,34 @@ class Spool:
                 ).fetchall()
             except sqlite3.Error as err:
                 raise self._fail("read", err) from err
-        return [Event(event_id=eid, seq=seq, **json.loads(body)) for seq, eid, body in rows]
+        events, unreadable = [], []
+        for seq, eid, body in rows:
+            try:
+                events.append(Event(event_id=eid, seq=seq, **json.loads(body)))
+            except (ValueError, TypeError) as exc:  # damaged, or written by another version
+                unreadable.append((seq, body, exc))
+        for seq, body, problem in unreadable:
+            self._set_aside(seq, body, problem)
+        return events
+
+    def _set_aside(self, seq: int, body: str, err: Exception) -> None:
+        """Move an event row that cannot be read into ``rejected`` so that it does not block
+        every later event; logged with its seq (a gap subscribers will see)."""
+        reason = f"spool row seq {seq} could not be read as an event: {err}"
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                self._conn.execute(
+                    "INSERT INTO rejected(created_at, reason, payload) VALUES (?, ?, ?)",
+                    (time.time(), reason, body))
+                self._conn.execute("DELETE FROM events WHERE seq = ?", (seq,))
+                self._conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback_locked()
+                raise self._fail("write", exc) from exc
+        log.error("%s. It was moved to the 'rejected' table of %s and is not sent; the events "
+                  "after it are. Inspect it with: sqlite3 %s 'SELECT * FROM rejected'",
+                  reason, self.path, self.path)
 
     def ack(self, seq: int) -> None:
         """Delete an event the broker acknowledged. Unknown seqs (already acked) are ignored."""
