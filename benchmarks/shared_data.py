@@ -68,3 +68,31 @@ def protocol_split(digit: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def all_normals() -> dict[int, np.ndarray]:
     """Every digit's normals (together the full MNIST set), keyed by digit."""
     return {digit: load_digit(digit)[0] for digit in DIGITS}
+
+
+VALIDATION_SHARE = 0.1  # of a digit's training normals, held back to compare recipes
+VALIDATION_PER_DIGIT = 150  # validation anomalies drawn from each other digit
+VALIDATION_SEED = 1
+
+
+def validation_split(digit: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Data to choose a recipe on without touching the test set of ``digit``.
+
+    Returns (fit normals, validation normals, validation anomalies, the digit of each anomaly).
+    The validation normals are 10 % of the protocol's training normals (the model is fitted on
+    the other 90 %); the anomalies are 150 training normals of each other digit, none of them
+    among ``digit``'s test anomalies. So a choice made here never saw a test label.
+    """
+    train = protocol_split(digit)[0]
+    order = np.random.default_rng(VALIDATION_SEED).permutation(len(train))
+    cut = int(len(train) * VALIDATION_SHARE)
+    tested = {row.tobytes() for row in protocol_split(digit)[2]}
+    rng = np.random.default_rng(VALIDATION_SEED)
+    anomalies, owners = [], []
+    for other in DIGITS:
+        if other == digit:
+            continue
+        pool = np.array([row for row in protocol_split(other)[0] if row.tobytes() not in tested])
+        anomalies.append(pool[rng.permutation(len(pool))[:VALIDATION_PER_DIGIT]])
+        owners.append(np.full(len(anomalies[-1]), other))
+    return train[order[cut:]], train[order[:cut]], np.concatenate(anomalies), np.concatenate(owners)

@@ -6,13 +6,13 @@ transaction (one fsync for the group: a slow SD card is paid once per group, not
 and only then publishes those frames' crop states, frame by frame in order. So a state never names
 an event that a power cut could still take, and events reach the spool in decision order.
 
-Durability, exactly: an event is kept from the moment its transaction commits. Between its
-decision and that commit it waits in a bounded hand-over of at most ``MAX_PENDING_FRAMES`` frames
-(the group being committed included; a few milliseconds at line rate), during which nothing about it — state, event id — has left the
-device. The hand-over never drops: when the spool is slower than the line, :meth:`put` waits, the
-frame queue fills, and a live camera's *oldest frames* are dropped and counted — frames, never
-decided events. Every stop that Python sees (end of a replay, SIGTERM, an error elsewhere) drains
-the hand-over through :meth:`close` before the publisher closes.
+Durability, exactly: an event is kept from the moment its transaction commits. Between its decision
+and that commit it waits in a bounded hand-over of at most ``MAX_PENDING_FRAMES`` frames (the group
+being committed included; a few milliseconds at line rate), during which nothing about it — state,
+event id — has left the device. The hand-over never drops: when the spool is slower than the line,
+:meth:`put` waits, the frame queue fills, and a live camera's *oldest frames* are dropped and
+counted — frames, never decided events. Every stop that Python sees (end of a replay, SIGTERM, an
+error elsewhere) drains the hand-over through :meth:`close` before the publisher closes.
 
 A refused event (disk full, oversized) is logged and counted and makes :attr:`problem` say why;
 the writer goes on with later frames. Anything else that goes wrong on its thread is a defect:

@@ -1,6 +1,6 @@
 """Float-only one-class MNIST trials: how the benchmark's recipe was chosen.
 
-    python experiments/mnist_trials.py VARIANT DIGITS STEPS
+    python experiments/mnist_trials.py VARIANT DIGITS STEPS [--classes] [--validate]
     python experiments/mnist_trials.py "mask=8" 8/2/5/3 600
     python experiments/mnist_trials.py "dense=1,latent=16" 8 600
 
@@ -25,7 +25,10 @@ encoder, 2×2×8 bottleneck, Gaussian input noise σ 0.05, Adam 2e-3 with cosine
 
 Prints the test AUROC per digit under the shared protocol (benchmarks/shared_data.py), and per
 anomaly class where ``--classes`` can tell which digit each anomaly is (by matching its pixels with
-the other digits' normals). This trains float Keras models only — fast to compare variants; the
+the other digits' normals). ``--validate`` fits on 90 % of the training normals and reports the
+AUROC on the other 10 % against other digits' training images that are not test anomalies
+(``benchmarks/shared_data.validation_split``): a choice made there never saw a test label. This
+trains float Keras models only — fast to compare variants; the
 benchmark (benchmarks/mnist_oneclass.py) then runs the chosen recipe through the trainer and the
 int8 bundle. Needs ../shared/data/mnist-oneclass.
 """
@@ -41,7 +44,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-from shared_data import DIGITS, load_digit, protocol_split
+from shared_data import DIGITS, load_digit, protocol_split, validation_split
 
 BASE: dict[str, Any] = {
     "filters": (32, 64, 64, 64), "latent": 8, "noise": 0.05, "lnoise": 0.0, "bound": False,
@@ -141,12 +144,15 @@ def anomaly_classes(digit: int) -> np.ndarray:
     return np.array([owner.get(row.tobytes(), -1) for row in load_digit(digit)[1]])
 
 
-def trial(digit: int, v: dict[str, Any], steps: int, classes: bool) -> float:
+def trial(digit: int, v: dict[str, Any], steps: int, classes: bool, validate: bool) -> float:
     from sklearn.metrics import roc_auc_score
 
     from trainer.backend import keras
 
-    train, test_normals, anomalies = protocol_split(digit)
+    if validate:  # fitted on 90 % of the training normals, judged on data disjoint from the test
+        train, test_normals, anomalies, owner = validation_split(digit)
+    else:
+        train, test_normals, anomalies = protocol_split(digit)
     unit = np.float32(255)
     train_f = train[..., None].astype(np.float32) / unit
     test = np.concatenate([test_normals, anomalies])[..., None].astype(np.float32) / unit
@@ -165,9 +171,11 @@ def trial(digit: int, v: dict[str, Any], steps: int, classes: bool) -> float:
     reconstruction = model.predict(test, batch_size=256, verbose=0)
     scores = ((reconstruction - test) ** 2).reshape(len(test), -1).mean(axis=1)
     auroc = float(roc_auc_score(labels, scores))
-    print(f"digit {digit}: AUROC {auroc:.4f} ({time.perf_counter() - started:.0f} s)", flush=True)
+    split = "validation" if validate else "test"
+    print(f"digit {digit}: {split} AUROC {auroc:.4f} ({time.perf_counter() - started:.0f} s)",
+          flush=True)
     if classes:
-        owner = anomaly_classes(digit)
+        owner = owner if validate else anomaly_classes(digit)
         normal, odd = scores[:len(test_normals)], scores[len(test_normals):]
         per = {int(k): round(float(roc_auc_score(
             np.r_[np.zeros(len(normal)), np.ones(int((owner == k).sum()))],
@@ -177,13 +185,16 @@ def trial(digit: int, v: dict[str, Any], steps: int, classes: bool) -> float:
 
 
 def main() -> int:
-    args = [a for a in sys.argv[1:] if a != "--classes"]
+    args = [a for a in sys.argv[1:] if a not in ("--classes", "--validate")]
     if len(args) != 3:
         print(__doc__, file=sys.stderr)
         return 2
     variant, digits, steps = parse_variant(args[0]), args[1], int(args[2])
-    results = [trial(int(d), variant, steps, "--classes" in sys.argv) for d in digits.split("/")]
-    print(f"mean {np.mean(results):.4f} over digits {digits}, variant {args[0]!r}, {steps} steps")
+    validate = "--validate" in sys.argv
+    results = [trial(int(d), variant, steps, "--classes" in sys.argv, validate)
+               for d in digits.split("/")]
+    print(f"mean {np.mean(results):.4f} over digits {digits}, variant {args[0]!r}, {steps} steps"
+          f"{' (validation split)' if validate else ''}")
     return 0
 
 

@@ -141,3 +141,21 @@ def test_rounds_share_the_step_budget(budget, normals, batch, rounds, per_round)
 
     assert plan_rounds(budget, normals, batch) == (rounds, per_round)
     assert budget <= rounds * per_round < budget + rounds
+
+
+def test_paste_puts_a_square_of_another_normal_into_the_input_only() -> None:
+    from trainer.fit import FitOptions, batch_stream
+
+    # Half the normals are black, half white: a pasted square shows in a crop of the other kind.
+    images = np.concatenate([np.zeros((20, 20, 20, 1), np.uint8),
+                             np.full((20, 20, 20, 1), 255, np.uint8)])
+    options = FitOptions(batch_size=64, augment=("paste",), erase_fraction=0.3)
+    noisy, clean = next(batch_stream(images, options, np.random.default_rng(0)))
+    side = round(20 * 0.3)
+    changed = noisy[..., 0] != clean[..., 0]
+    assert changed.any()
+    for crop in changed:  # where it differs, it is one side×side square at most
+        if crop.any():
+            rows, cols = np.flatnonzero(crop.any(axis=1)), np.flatnonzero(crop.any(axis=0))
+            assert rows[-1] - rows[0] < side and cols[-1] - cols[0] < side
+    assert set(np.unique(clean)) <= {0.0, 1.0}  # the target is untouched

@@ -147,7 +147,31 @@ def batch_stream(images_u8: np.ndarray, options: FitOptions,
             noisy = np.clip(clean + noise, 0.0, 1.0)
         if "erase" in options.augment:
             noisy = erase_squares(noisy, options.erase_fraction, rng)
+        if "paste" in options.augment:
+            donors = images_u8[rng.integers(0, count, size=options.batch_size)]
+            noisy = paste_squares(noisy, donors.astype(np.float32) / np.float32(PIXEL_MAX),
+                                  options.erase_fraction, rng)
         yield noisy, clean
+
+
+def paste_squares(batch: np.ndarray, donors: np.ndarray, fraction: float,
+                  rng: np.random.Generator) -> np.ndarray:
+    """CutPaste-style input: each crop gets a square of ``fraction`` of its smaller side cut from
+    a random place of another normal crop (``donors``, same shape), pasted at a random place; the
+    target stays whole.
+
+    Where erasing teaches the model to add what a normal crop must have, pasting teaches it to
+    remove what a normal crop must not have there — a stroke, an edge, a blob in the wrong place —
+    so it leans on what it learned of normal crops, not on copying its input.
+    """
+    count, height, width = batch.shape[:3]
+    side = max(1, round(min(height, width) * fraction))
+    out = batch.copy()
+    spots = rng.integers(0, [height - side + 1, width - side + 1] * 2, size=(count, 4))
+    for i, (top, left, from_top, from_left) in enumerate(spots):
+        out[i, top:top + side, left:left + side] = donors[i, from_top:from_top + side,
+                                                          from_left:from_left + side]
+    return out
 
 
 def erase_squares(batch: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
