@@ -23,6 +23,7 @@ import random
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -42,6 +43,9 @@ SUBSCRIBER_WAIT_S = 30.0
 SUBSCRIBE_WAIT_S = 0.5  # time given to mosquitto_sub to connect and subscribe
 MOSQUITTO_SUB = shutil.which("mosquitto_sub") or "/usr/bin/mosquitto_sub"
 STAGES = ("capture", "preprocess", "score", "decide", "publish")
+# Thread names (up to the first '-') → what the per-thread CPU table calls them.
+THREAD_LABELS = {"capture": "capture (decode + crops)", "event": "event writer",
+                 "mqtt": "MQTT event sender", "paho": "paho network loop"}
 
 
 def _config_text(bundle: Path, replay: Path, port: int, spool: Path, threads: int) -> str:
@@ -86,6 +90,44 @@ class Witness:
         return counts
 
 
+class ThreadCpu:
+    """CPU time of each Python thread of this process, by thread name, while active.
+
+    Each thread started meanwhile adds its ``time.thread_time()`` when its ``run`` returns (exact,
+    not sampled); the calling thread (the processing loop) is measured from enter to exit.
+    Threads the interpreter library starts itself (XNNPACK's workers at 2 threads) are not Python
+    threads: the process total minus these is reported as "native".
+    """
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self._run: Any = None
+
+    def __enter__(self) -> ThreadCpu:
+        original = self._run = threading.Thread.run
+        record = self._add
+
+        def run(thread: threading.Thread) -> None:
+            try:
+                original(thread)
+            finally:
+                record(thread.name, time.thread_time())
+
+        threading.Thread.run = run  # type: ignore[method-assign,assignment]
+        self._main_started = time.thread_time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._add("processing loop + start-up", time.thread_time() - self._main_started)
+        threading.Thread.run = self._run  # type: ignore[method-assign]
+
+    def _add(self, name: str, seconds: float) -> None:
+        label = THREAD_LABELS.get(name.split("-")[0], name)
+        with self._lock:
+            self.seconds[label] = self.seconds.get(label, 0.0) + seconds
+
+
 def cpu_seconds(pid: int | None) -> float:
     """User + system CPU time a process has used so far (Linux /proc; 0 where unreadable)."""
     if pid is None:
@@ -126,8 +168,9 @@ def pipeline_pass(bundle: Path, replay: Path, broker: Any, work: Path, name: str
     cpu_before = {k: cpu_seconds(pid) for k, pid in others.items()}
     cpu_before["edge process"] = time.process_time()
     started = time.perf_counter()
-    runtime = TimedRuntime(load_config(config))
-    runtime.run()
+    with ThreadCpu() as by_thread:
+        runtime = TimedRuntime(load_config(config))
+        runtime.run()
     ended = time.perf_counter()
     cpu = {k: cpu_seconds(pid) - cpu_before[k] for k, pid in others.items()}
     cpu["edge process"] = time.process_time() - cpu_before["edge process"]
@@ -143,7 +186,17 @@ def pipeline_pass(bundle: Path, replay: Path, broker: Any, work: Path, name: str
             "events_failed": runtime.writer.events_failed,
             "spool_groups": runtime.writer.groups_written,
             # From start-up to close, so a little more than the frames/s window.
-            "cpu_ms_per_frame": {k: v * common.MS_PER_S / frames for k, v in cpu.items()}}
+            "cpu_ms_per_frame": {k: v * common.MS_PER_S / frames for k, v in cpu.items()},
+            "edge_cpu_ms_per_frame_by_thread": _by_thread(by_thread.seconds, cpu["edge process"],
+                                                          frames)}
+
+
+def _by_thread(seconds: dict[str, float], process_s: float, frames: int) -> dict[str, float]:
+    """Per-frame core-ms of each edge thread; "native" is what no Python thread accounts for."""
+    shares = {name: s * common.MS_PER_S / frames for name, s in sorted(seconds.items())}
+    shares["native (library threads)"] = max(
+        0.0, (process_s - sum(seconds.values())) * common.MS_PER_S / frames)
+    return shares
 
 
 def prepared_batches(bundle: Path, replay: Path) -> tuple[list[np.ndarray], float]:
@@ -209,7 +262,10 @@ def cpu_budget(run: dict[str, Any], bare_frames_per_s: float, threads: int) -> s
     # A bare invoke keeps ``threads`` cores busy for its whole duration.
     invoke = threads * common.MS_PER_S / bare_frames_per_s
     parts = ", ".join(f"{name} {value:.2f}" for name, value in cpu.items())
-    return (f"{threads} thread(s), CPU per frame (core-ms): {parts}; total {total:.2f}, of which "
+    edge = ", ".join(f"{name} {value:.2f}"
+                     for name, value in run.get("edge_cpu_ms_per_frame_by_thread", {}).items())
+    return (f"{threads} thread(s), CPU per frame (core-ms): {parts} (edge process by thread: "
+            f"{edge}); total {total:.2f}, of which "
             f"the bare invoke needs {invoke:.2f}. On {os.cpu_count()} cores the pipeline cannot "
             f"exceed {min(1.0, (os.cpu_count() or 1) * invoke / threads / total):.0%} of bare "
             f"with this much CPU per frame (if all of it ran in parallel)")
