@@ -94,7 +94,8 @@ def _check(config: DeviceConfig, problems: list[str]) -> list[str]:
             f"bundle {bundle.name} at {bundle.path} (sha256 {bundle.sha256[:12]}…, input "
             f"{spec.width}×{spec.height} {spec.color_mode}, batch sizes {bundle.batch_sizes}, "
             f"threshold {threshold.rule} high={threshold.high} low={threshold.low}); "
-            f"scorer {config.scorer.backend}, {config.scorer.threads()} threads")
+            f"scorer {config.scorer.backend}, "
+            f"{_threads(config.scorer.num_threads, config.scorer.threads())}")
     except ProjectError as exc:
         problems.append(f"bundle: {exc}")
     lines.append(f"source {create_source(config.source).describe()}")
@@ -175,3 +176,9 @@ def validate_config(path: Path) -> int:
     for line in lines:
         print(f"  {line}")
     return VALIDATE_OK
+
+
+def _threads(configured: int | str, resolved: int) -> str:
+    """'1 thread (auto)', '3 threads' — as the operator reads it."""
+    text = f"{resolved} thread{'' if resolved == 1 else 's'}"
+    return f"{text} (auto)" if configured == "auto" else text
