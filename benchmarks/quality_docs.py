@@ -123,7 +123,8 @@ def anogan_section(oneclass: dict[str, Any] | None,
     lines = [
         "## Digit 0 against the rest, beside AnoGAN", "",
         "Protocol split of digit 0; anomaly is the positive class; every threshold is a quantile "
-        "of held-back *training* normals (no anomaly chooses it).", "",
+        "of held-back *training* normals (no anomaly chooses it): of their int8 scores for the "
+        "int8 rows (the bundle's threshold), of their float scores for the float rows.", "",
         "| model | threshold | AUROC | precision | recall | F1 |",
         "| --- | --- | ---: | ---: | ---: | ---: |",
         f"| AnoGAN (published) | – | {ANOGAN['auroc']:.2f} | {ANOGAN['precision']:.2f} | "
@@ -145,7 +146,8 @@ def mnist_repro_section(data: dict[str, Any]) -> list[str]:
             "## Digits 0–4 normal, 5–9 anomalous (`max` rule)", "",
             f"{split['train_normals']} training normals (80 % of digits 0–4, seed 0), test on "
             f"the other {split['test_normals']} normals and all {split['anomalies']} images of "
-            "5–9. Threshold: the largest held-back normal int8 score.", "",
+            "5–9. Threshold: the largest held-back normal score — of the int8 scores for the "
+            "int8 row (the bundle's threshold), of the float scores for the float row.", "",
             "| model | AUROC | TPR @ max | TNR @ max | precision | F1 |",
             "| --- | ---: | ---: | ---: | ---: | ---: |",
         ]
@@ -196,7 +198,9 @@ def casting_section(data: dict[str, Any]) -> list[str]:
                      f"{_f(r['int8']['tnr'], 3)} | {_f(r['float']['tpr'], 3)} | "
                      f"{_f(r['float']['tnr'], 3)} | {_f(r['int8']['auroc'])} | "
                      f"{'yes' if r['meets_target_int8'] else 'no'} |")
-    lines += ["", "![casting histogram](img/casting_histogram.png)",
+    lines += ["", "The bounds shown are the int8 bundle's; the float columns apply the same rule "
+              "to the float model's scores of the same calibration data.",
+              "", "![casting histogram](img/casting_histogram.png)",
               "![casting reconstructions](img/casting_reconstructions.png)",
               "![casting learning curve](img/casting_learning_curve.png)", ""]
     return lines
