@@ -160,7 +160,10 @@ def pipelines(before: Path, pairs: int) -> list[dict[str, Any]]:
             line = _line_pass(result)
             found.append({"side": side, "frames_per_s": line["frames_per_s"],
                           "ratio": result["ratio_pipeline_to_bare"],
-                          "stages_p50_ms": {s: line["latency_ms"][s]["p50"] for s in STAGES}})
+                          "stages_p50_ms": {s: line["latency_ms"][s]["p50"] for s in STAGES},
+                          # CPU per frame of the edge process, broker and witness (older trees'
+                          # scripts may not record it).
+                          "cpu_ms_per_frame": line.get("cpu_ms_per_frame", {})})
     return found
 
 
@@ -184,11 +187,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         mine = [p for p in passes if p["side"] == side]
         fps = float(np.median([p["frames_per_s"] for p in mine]))
         stages = {s: float(np.median([p["stages_p50_ms"][s] for p in mine])) for s in STAGES}
-        figures[f"pipeline {side}"] = {"frames_per_s": fps, "stages_p50_ms": stages}
+        cpu = {k: float(np.median([p["cpu_ms_per_frame"][k] for p in mine]))
+               for k in set.intersection(*(set(p["cpu_ms_per_frame"]) for p in mine))}
+        figures[f"pipeline {side}"] = {"frames_per_s": fps, "stages_p50_ms": stages,
+                                       "cpu_ms_per_frame": cpu}
     b, a = figures["pipeline before"], figures["pipeline after"]
     rows.append(["pipeline, line with defects: frames/s (median of passes)",
                  f"{b['frames_per_s']:.1f}", f"{a['frames_per_s']:.1f}",
-                 f"{a['frames_per_s'] / b['frames_per_s']:.1f}× faster"])
+                 f"{a['frames_per_s'] / b['frames_per_s']:.2f}× faster"])
+    rows += [[f"  CPU per frame: {k} (core-ms)", f"{b['cpu_ms_per_frame'][k]:.2f}",
+              f"{a['cpu_ms_per_frame'][k]:.2f}",
+              f"{b['cpu_ms_per_frame'][k] / a['cpu_ms_per_frame'][k]:.2f}× less"]
+             for k in sorted(set(b["cpu_ms_per_frame"]) & set(a["cpu_ms_per_frame"]))]
     rows += [[f"  stage {s} p50 (ms)", f"{b['stages_p50_ms'][s]:.3f}",
               f"{a['stages_p50_ms'][s]:.3f}", ""] for s in STAGES]
     figures["pipeline passes"] = passes
