@@ -132,7 +132,9 @@ def test_erase_blanks_one_square_per_crop_in_the_input_only() -> None:
     (6000, 1536, 32, 120, 50),   # the demo: rounds of 50 steps (one pass is 48)
     (1500, 47968, 32, 10, 150),  # large data: still 10 rounds, not 2 × 1499 = 2998 steps
     (1500, 4800, 64, 20, 75),    # one pass is 75 steps
-    (1510, 4800, 64, 21, 72),    # 1512: uneven budgets overshoot by less than a round count
+    (1510, 4800, 64, 20, 76),    # 1520: uneven budgets overshoot by less than a round count
+    (51, 1000, 32, 1, 51),       # never rounds shorter than 50 steps (not 2 × 26)
+    (501, 100, 32, 10, 51),      # 10 rounds once the budget has 500 steps (not 11 × 46)
     (300, 20, 32, 6, 50),        # tiny data: rounds of at least 50 steps
     (10, 100, 32, 1, 10),        # a budget below one round is one round
 ])
@@ -141,6 +143,7 @@ def test_rounds_share_the_step_budget(budget, normals, batch, rounds, per_round)
 
     assert plan_rounds(budget, normals, batch) == (rounds, per_round)
     assert budget <= rounds * per_round < budget + rounds
+    assert per_round >= min(budget, 50)
 
 
 def test_paste_puts_a_square_of_another_normal_into_the_input_only() -> None:

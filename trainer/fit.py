@@ -229,8 +229,8 @@ def plan_rounds(budget: int, n_train: int, batch_size: int) -> tuple[int, int]:
     the same length).
     """
     one_pass = max(MIN_STEPS_PER_ROUND, math.ceil(n_train / batch_size))
-    target = min(budget, one_pass, max(MIN_STEPS_PER_ROUND, math.ceil(budget / MIN_ROUNDS)))
-    rounds = math.ceil(budget / max(1, target))
+    target = min(budget, one_pass, max(MIN_STEPS_PER_ROUND, budget // MIN_ROUNDS))
+    rounds = max(1, budget // max(1, target))  # rounding down keeps every round >= target
     return rounds, math.ceil(budget / rounds)
 
 
