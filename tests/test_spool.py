@@ -216,6 +216,9 @@ def test_an_unreadable_row_is_set_aside_and_the_events_after_it_still_go_out(
             conn.execute("INSERT INTO events(event_id, created_at, payload) VALUES (?, ?, ?)",
                          (f"bad-{len(body)}", time.time(), body))
     last = spool.append(event_fields(2))
+    events, rows = spool.pending_rows(limit=3)
+    # Three rows read, one event: the sender must not take this for "nothing more to send".
+    assert [e.seq for e in events] == [first.seq] and rows == 3
     assert [e.seq for e in spool.pending()] == [first.seq, last.seq]
     assert spool.depth() == 2  # the two rows left the events table ...
     with sqlite3.connect(spool.path) as conn:  # ... for the rejected one, with the reason
@@ -223,4 +226,19 @@ def test_an_unreadable_row_is_set_aside_and_the_events_after_it_still_go_out(
     assert len(reasons) == 2 and "seq 2 could not be read" in reasons[0]
     assert "score_z" in reasons[0] and "seq 3" in reasons[1]
     assert "moved to the 'rejected' table" in caplog.text and str(spool.path) in caplog.text
+    spool.close()
+
+
+def test_an_unreadable_row_that_cannot_be_set_aside_does_not_hold_back_the_others(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    spool = Spool(tmp_path / "spool.db", SpoolConfig())
+    with sqlite3.connect(spool.path) as conn:
+        conn.execute("INSERT INTO events(event_id, created_at, payload) VALUES ('bad', ?, '{')",
+                     (time.time(),))
+    later = spool.append(event_fields(1))
+    spool._conn.execute("ALTER TABLE rejected RENAME TO rejected_gone")  # a failing disk
+    for _ in range(2):
+        assert [e.seq for e in spool.pending()] == [later.seq]
+    assert caplog.text.count("could not be set aside") == 1  # said once, not at every pass
     spool.close()

@@ -473,6 +473,7 @@ class MqttPublisher:
         sender = self._sender_state
         next_limits_check = time.monotonic() + LIMITS_CHECK_INTERVAL_S
         while not self._stopping.is_set():
+            sender.spool_worked = False
             try:
                 self._drain_inbox(sender, block=not self._can_send(sender))
                 if self._stopping.is_set():
@@ -482,7 +483,8 @@ class MqttPublisher:
                     next_limits_check = time.monotonic() + LIMITS_CHECK_INTERVAL_S
                     self._enforce_limits()
                     self._report_drops()  # also drops whose announcement failed earlier
-                if self._sender_failing is not None:
+                # Cleared only by a pass that read or wrote the spool: an idle pass proves nothing.
+                if self._sender_failing is not None and sender.spool_worked:
                     log.info("MQTT event sender works again")
                     self._sender_failing = None
             except Exception as err:  # the sender must survive a failing disk; it says so loudly
@@ -532,6 +534,7 @@ class MqttPublisher:
                 break
         if acked:
             self.spool.ack_many(acked)
+            sender.spool_worked = True
             with self._acked:
                 self._acked.notify_all()
 
@@ -539,14 +542,16 @@ class MqttPublisher:
         if not self._resume_after_denial(sender):
             return
         room = self.config.max_inflight - len(sender.inflight)
-        # more_pending is False only after a query found the spool drained; submissions, connects
-        # and the periodic re-check set it again. paho reports QoS 0 sends (crop states, stats)
-        # through on_publish too: those wake the sender and must not cost a spool query each.
+        # more_pending is False only after a query read fewer rows than it asked for;
+        # submissions, connects and the periodic re-check set it again. paho reports QoS 0 sends
+        # (crop states, stats) through on_publish too: those wake the sender and must not cost a
+        # spool query each.
         if (room <= 0 or not sender.more_pending or not self._connected
                 or sender.epoch != self._epoch):
             return
-        events = self.spool.pending(after_seq=sender.sent_upto, limit=room)
-        sender.more_pending = len(events) == room
+        events, rows = self.spool.pending_rows(after_seq=sender.sent_upto, limit=room)
+        sender.spool_worked = True
+        sender.more_pending = rows == room  # rows, not events: unreadable rows were set aside
         for event in events:
             body = payloads.encode(event.to_payload())
             with self._send_lock:
@@ -567,4 +572,5 @@ class _SenderState:
         self.sent_upto = 0  # highest seq handed to paho in this connection epoch
         self.inflight: dict[int, int] = {}  # paho mid → event seq, awaiting PUBACK
         self.more_pending = True
+        self.spool_worked = False  # this pass read or wrote the spool without an error
         self.paused_until: float | None = None  # monotonic; set when the broker denied an event

@@ -96,6 +96,7 @@ class Spool:
         self.lock_path = self.path.with_name(self.path.name + ".lock")
         self._lock = threading.Lock()
         self._lock_fd: int | None = None
+        self._unreadable_kept: set[int] = set()  # unreadable rows that could not be set aside
         self._conn = self._open()
 
     def _fail(self, action: str, err: Exception) -> PublishError:
@@ -294,6 +295,11 @@ class Spool:
 
     def pending(self, after_seq: int = 0, limit: int = 100) -> list[Event]:
         """Events not yet acknowledged with seq > after_seq, in seq order."""
+        return self.pending_rows(after_seq, limit)[0]
+
+    def pending_rows(self, after_seq: int = 0, limit: int = 100) -> tuple[list[Event], int]:
+        """:meth:`pending`, and how many rows it read: fewer events than rows means rows that
+        could not be read were set aside, not that the spool ran out."""
         with self._lock:
             try:
                 rows = self._conn.execute(
@@ -309,8 +315,15 @@ class Spool:
             except (ValueError, TypeError) as exc:  # damaged, or written by another version
                 unreadable.append((seq, body, exc))
         for seq, body, problem in unreadable:
-            self._set_aside(seq, body, problem)
-        return events
+            try:
+                self._set_aside(seq, body, problem)
+            except PublishError as err:  # a failing disk: still send the readable ones
+                if seq not in self._unreadable_kept:
+                    self._unreadable_kept.add(seq)
+                    log.error("spool row seq %d cannot be read (%s) and could not be set aside "
+                              "(%s); it is skipped and the events after it are sent", seq,
+                              problem, err)
+        return events, len(rows)
 
     def _set_aside(self, seq: int, body: str, err: Exception) -> None:
         """Move an event row that cannot be read into ``rejected`` so that it does not block
