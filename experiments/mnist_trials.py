@@ -16,6 +16,12 @@ encoder, 2×2×8 bottleneck, Gaussian input noise σ 0.05, Adam 2e-3 with cosine
   whole, as in Puzzle-AE): the model must know where the parts of a normal digit go
 - ``paste=P``: paste a P×P square cut from another normal image at a random place of the input
   (CutPaste-style: a local change with ink, which the model must undo)
+- ``rot=PROB``: with probability PROB, the input is turned by 90, 180 or 270 degrees and the target
+  stays upright (attribute restoration, as in ARNet): the model must know which way up a normal is
+- ``mem=M`` (with ``ment=B``, ``shrink=L``): a memory of M items between encoder and decoder
+  (MemAE): the 2×2×C code addresses the items by softmax similarity and the decoder sees only
+  their weighted sum, so it can draw only blends of what normals stored; B weighs the entropy of
+  the addressing in the loss (sparse addressing), L the hard shrinkage threshold (× 1/M)
 - ``latent=C``, ``filters=A/B/C/D``: bottleneck channels, filters per stage
 - ``dense=1``: a whole-map convolution to a 1×1×C code (a dense bottleneck) instead of 2×2×C;
   ``lact=linear|relu|sigmoid`` its activation
@@ -48,7 +54,8 @@ from shared_data import DIGITS, load_digit, protocol_split, validation_split
 
 BASE: dict[str, Any] = {
     "filters": (32, 64, 64, 64), "latent": 8, "noise": 0.05, "lnoise": 0.0, "bound": False,
-    "mask": 0, "erase": 0, "ep": 0.75, "sp": 0.0, "puzzle": 0.0, "paste": 0, "lr": 2e-3,
+    "mask": 0, "erase": 0, "ep": 0.75, "sp": 0.0, "puzzle": 0.0, "paste": 0, "rot": 0.0,
+    "mem": 0, "ment": 0.0002, "shrink": 0.0, "lr": 2e-3,
     "batch": 64, "loss": "mse", "dense": 0, "lact": "relu", "seed": 0,
 }
 SIDE = 28
@@ -95,11 +102,44 @@ def build(v: dict[str, Any]) -> Any:
                           kernel_initializer="he_uniform")(x)
     if v["lnoise"] > 0:
         x = layers.GaussianNoise(v["lnoise"])(x)
+    if v["mem"]:
+        x = memory_block(x, v)
     for filters in reversed(v["filters"]):
         x = layers.Conv2DTranspose(filters, 3, strides=2, padding="same", activation="relu",
                                    kernel_initializer="he_uniform")(x)
     x = layers.Conv2D(1, 3, padding="same", activation="sigmoid", name="reconstruction")(x)
     return keras.Model(inputs, layers.Cropping2D(((0, PAD), (0, PAD)))(x))
+
+
+def memory_block(x: Any, v: dict[str, Any]) -> Any:
+    """MemAE's memory: softmax addressing of M items by the flattened code, optional hard
+    shrinkage, an entropy penalty for sparse addressing; the decoder gets the items' blend."""
+    from trainer.backend import keras
+
+    ops = keras.ops
+    shape = tuple(x.shape[1:])
+    items, entropy_weight, shrink = v["mem"], v["ment"], v["shrink"] / v["mem"]
+
+    class Memory(keras.layers.Layer):
+        def build(self, input_shape: Any) -> None:
+            size = int(np.prod(shape))
+            self.memory = self.add_weight(shape=(items, size), initializer="glorot_uniform",
+                                          name="items")
+
+        def call(self, code: Any) -> Any:
+            flat = ops.reshape(code, (-1, int(np.prod(shape))))
+            unit = flat / (ops.norm(flat, axis=1, keepdims=True) + 1e-6)
+            keys = self.memory / (ops.norm(self.memory, axis=1, keepdims=True) + 1e-6)
+            weights = ops.softmax(ops.matmul(unit, ops.transpose(keys)) * 10.0, axis=1)
+            if shrink > 0:
+                weights = ops.relu(weights - shrink) * weights / (ops.abs(weights - shrink) + 1e-12)
+                weights = weights / (ops.sum(weights, axis=1, keepdims=True) + 1e-12)
+            if entropy_weight > 0:
+                self.add_loss(entropy_weight * ops.mean(
+                    ops.sum(-weights * ops.log(weights + 1e-12), axis=1)))
+            return ops.reshape(ops.matmul(weights, self.memory), (-1, *shape))
+
+    return Memory()(x)
 
 
 def stream(train: np.ndarray, v: dict[str, Any], rng: np.random.Generator) -> Any:
@@ -130,6 +170,9 @@ def stream(train: np.ndarray, v: dict[str, Any], rng: np.random.Generator) -> An
                 for k, j in enumerate(rng.permutation(4)):
                     r, c = divmod(k, 2)
                     noisy[i, r * half:(r + 1) * half, c * half:(c + 1) * half] = parts[j]
+        if v["rot"] > 0:
+            for i in np.flatnonzero(rng.random(len(noisy)) < v["rot"]):
+                noisy[i] = np.rot90(noisy[i], int(rng.integers(1, 4)))
         for i in range(len(noisy) if v["erase"] > 0 else 0):
             if rng.random() < v["ep"]:
                 h, w = rng.integers(v["erase"] // 2, v["erase"] + 1, 2)

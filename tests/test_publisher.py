@@ -284,6 +284,33 @@ def test_spool_overflow_while_offline_publishes_a_warning_after_restart(
         broker.stop()
 
 
+def test_a_stored_event_that_cannot_be_read_is_announced_as_a_gap(
+    mqtt_broker: Broker, mqtt_subscriber_factory: Callable[..., Subscriber], tmp_path: Path,
+    publishers: list[MqttPublisher],
+) -> None:
+    config = make_config(mqtt_broker.port, tmp_path, spool=SpoolConfig(path=Path("spool.db")))
+    offline = MqttPublisher(config, DEVICE, BUNDLE, base_dir=tmp_path)
+    offline.submit_event(**event_fields(0))  # seq 1; never started, so it stays in the spool
+    offline.spool._conn.execute(  # seq 2: a row damaged on disk
+        "INSERT INTO events(event_id, created_at, payload) VALUES ('bad', ?, '{')",
+        (time.time(),))
+    offline.submit_event(**event_fields(2))  # seq 3
+    offline.close()
+    sub = mqtt_subscriber_factory(mqtt_broker, [f"anomaly/{DEVICE}/#"])
+    pub = start_publisher(config, tmp_path, publishers)
+    assert pub.flush(WAIT_S)
+    assert sub.wait_for(lambda ms: any(m.topic.endswith("/warnings") for m in ms), WAIT_S)
+    warning = sub.on_topic("/warnings")[0].json()
+    jsonschema.validate(warning, load_schema("warning"))
+    assert warning["code"] == "spool_unreadable"
+    assert (warning["dropped"], warning["first_seq"], warning["last_seq"]) == (1, 2, 2)
+    assert "rejected" in warning["message"] and str(pub.spool.path) in warning["message"]
+    assert sub.wait_for(lambda ms: len([m for m in ms if m.topic.endswith("/events")]) >= 2,
+                        WAIT_S)
+    assert [m.json()["seq"] for m in sub.on_topic("/events")] == [1, 3]
+    assert wait_until(lambda: pub.spool.unreported_drops() is None)
+
+
 def test_tls_with_password_against_a_real_broker(
     mqtt_broker_factory: Callable[..., Broker], mqtt_subscriber_factory: Callable[..., Subscriber],
     tmp_path: Path, publishers: list[MqttPublisher], monkeypatch: pytest.MonkeyPatch,

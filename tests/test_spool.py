@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from edge.errors import PublishError
 from edge.publish.settings import SpoolConfig
-from edge.publish.spool import Spool
+from edge.publish.spool import DROP_LIMITS, DROP_UNREADABLE, Spool
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -113,6 +113,26 @@ def test_an_old_spool_keeps_its_unannounced_drop(tmp_path: Path) -> None:
     spool = Spool(path, SpoolConfig())
     drop = spool.unreported_drops()
     assert drop is not None and (drop.count, drop.first_seq, drop.last_seq) == (7, 1, 7)
+    spool.close()
+
+
+def test_a_spool_from_before_unreadable_rows_were_announced_gets_the_reason_column(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "s.db"
+    Spool(path, SpoolConfig()).close()
+    conn = sqlite3.connect(path)  # the drops table of the release before this one
+    conn.executescript("""
+        DROP TABLE drops;
+        CREATE TABLE drops (id INTEGER PRIMARY KEY, first_seq INTEGER NOT NULL,
+                            last_seq INTEGER NOT NULL, count INTEGER NOT NULL);
+        INSERT INTO drops(first_seq, last_seq, count) VALUES (1, 4, 4);
+    """)
+    conn.close()
+    spool = Spool(path, SpoolConfig())
+    drop = spool.unreported_drops()
+    assert drop is not None and (drop.count, drop.first_seq, drop.last_seq) == (4, 1, 4)
+    assert drop.reason == DROP_LIMITS
     spool.close()
 
 
@@ -226,6 +246,20 @@ def test_an_unreadable_row_is_set_aside_and_the_events_after_it_still_go_out(
     assert len(reasons) == 2 and "seq 2 could not be read" in reasons[0]
     assert "score_z" in reasons[0] and "seq 3" in reasons[1]
     assert "moved to the 'rejected' table" in caplog.text and str(spool.path) in caplog.text
+    # The gap they leave (seq 2..3) waits to be announced, apart from a drop by the limits
+    # that touches it (seq 1), so that each warning names its own cause.
+    gap = spool.unreported_drops()
+    assert gap is not None and (gap.first_seq, gap.last_seq, gap.count) == (2, 3, 2)
+    assert gap.reason == DROP_UNREADABLE
+    with sqlite3.connect(spool.path) as conn:  # seq 1 gets older than max_age_s
+        conn.execute("UPDATE events SET created_at = ? WHERE seq = ?",
+                     (time.time() - 2 * spool.config.max_age_s, first.seq))
+    assert spool.enforce_limits() is not None  # drops seq 1, keeps seq 4
+    aged = spool.unreported_drops()
+    assert aged is not None and (aged.first_seq, aged.last_seq, aged.reason) == (
+        1, 1, DROP_LIMITS)
+    spool.mark_reported(aged)
+    assert spool.unreported_drops() == gap
     spool.close()
 
 

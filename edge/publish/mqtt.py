@@ -38,7 +38,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from edge.errors import PublishError
 from edge.publish import payloads
 from edge.publish.settings import MqttConfig
-from edge.publish.spool import DropReport, Spool
+from edge.publish.spool import DROP_UNREADABLE, DropReport, Spool
 from edge.types import Event, utc_iso
 
 log = logging.getLogger(__name__)
@@ -125,8 +125,8 @@ class MqttPublisher:
         self._status: tuple[str, str | None] = (payloads.STATUS_ONLINE, None)
         self._states: dict[str, bytes] = {}
         self._drops_lock = threading.Lock()
-        # The spool_overflow warning awaiting its PUBACK (mid, report): drops count as announced
-        # only once the broker has the warning.
+        # The spool_overflow / spool_unreadable warning awaiting its PUBACK (mid, report): drops
+        # count as announced only once the broker has the warning.
         self._warning_inflight: tuple[int, DropReport] | None = None
         self._refusals = 0
         self._denials = 0  # denied publishes since the broker last accepted an event
@@ -401,11 +401,9 @@ class MqttPublisher:
                 return
             if drop is None:
                 return
-            body = payloads.warning_payload(
-                self.device_id, "spool_overflow",
-                f"the event spool reached its limits (max_events / max_age_s) and dropped "
-                f"{drop.count} oldest events, seq {drop.first_seq}..{drop.last_seq}",
-                dropped=drop.count, first_seq=drop.first_seq, last_seq=drop.last_seq)
+            body = payloads.drop_warning(self.device_id, drop.reason == DROP_UNREADABLE,
+                                         drop.count, drop.first_seq, drop.last_seq,
+                                         str(self.spool.path))
             info = self._client.publish(self.topics.warnings, payloads.encode(body),
                                         qos=EVENT_QOS)
             self._warning_inflight = (info.mid, drop)
@@ -552,6 +550,8 @@ class MqttPublisher:
         events, rows = self.spool.pending_rows(after_seq=sender.sent_upto, limit=room)
         sender.spool_worked = True
         sender.more_pending = rows == room  # rows, not events: unreadable rows were set aside
+        if len(events) < rows:
+            self._report_drops()  # the gap the set-aside rows leave (spool_unreadable)
         for event in events:
             body = payloads.encode(event.to_payload())
             with self._send_lock:

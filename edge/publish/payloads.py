@@ -119,6 +119,24 @@ def warning_payload(device_id: str, code: str, message: str, **details: Any) -> 
             "code": code, "message": message, **details}
 
 
+def drop_warning(device_id: str, unreadable: bool, count: int, first_seq: int, last_seq: int,
+                 spool: str) -> dict[str, Any]:
+    """The ``…/warnings`` payload that explains a seq gap: events dropped by the spool limits
+    (``spool_overflow``) or stored rows that could not be read (``spool_unreadable``)."""
+    seqs = f"seq {first_seq}..{last_seq}"
+    if unreadable:
+        code, message = "spool_unreadable", (
+            f"{count} stored events, {seqs}, could not be read back from the event spool "
+            f"(damaged, or written by an incompatible build) and are not sent; they were moved "
+            f"to the 'rejected' table of {spool}")
+    else:
+        code, message = "spool_overflow", (
+            f"the event spool reached its limits (max_events / max_age_s) and dropped {count} "
+            f"oldest events, {seqs}")
+    return warning_payload(device_id, code, message, dropped=count, first_seq=first_seq,
+                           last_seq=last_seq)
+
+
 def load_schema(name: str) -> dict[str, Any]:
     """The JSON Schema shipped in ``edge/schemas/<name>.json`` (event, state, status, stats,
     warning)."""

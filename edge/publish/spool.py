@@ -59,20 +59,25 @@ CREATE TABLE IF NOT EXISTS counters (
     name TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 );
--- Drops not yet announced on MQTT, one row per drop (kept on disk so that a restart before the
--- next connection does not swallow the warning). Ranges, not one first..last pair: events
--- delivered between two drops must never be reported as dropped.
+-- Seq gaps not yet announced on MQTT, one row per drop (kept on disk so that a restart before
+-- the next connection does not swallow the warning). Ranges, not one first..last pair: events
+-- delivered between two drops must never be reported as dropped. reason: 'limits' (max_events /
+-- max_age_s) or 'unreadable' (a row set aside into rejected). Spools made before the reason
+-- column get it from _add_drop_reason.
 CREATE TABLE IF NOT EXISTS drops (
     id INTEGER PRIMARY KEY,
     first_seq INTEGER NOT NULL,
     last_seq INTEGER NOT NULL,
-    count INTEGER NOT NULL
+    count INTEGER NOT NULL,
+    reason TEXT NOT NULL DEFAULT 'limits'
 );
 """
 
 
 # dropped_total: ever dropped by the limits (persists across restarts).
 _COUNTERS = ("dropped_total",)
+DROP_LIMITS = "limits"  # dropped by max_events / max_age_s
+DROP_UNREADABLE = "unreadable"  # a stored row that could not be read, set aside into rejected
 # Spools written before the drops table kept the unannounced drops in these counters.
 _LEGACY_UNREPORTED = ("unreported_count", "unreported_first", "unreported_last")
 
@@ -84,7 +89,9 @@ class DropReport:
     count: int
     first_seq: int
     last_seq: int
-    reason: str  # "max_events" | "max_age_s" | "limits" (a sum of several drops)
+    # From enforce_limits: "max_events" | "max_age_s". From unreported_drops: DROP_LIMITS (a sum
+    # of limit drops) or DROP_UNREADABLE (rows set aside because they could not be read).
+    reason: str
 
 
 class Spool:
@@ -134,6 +141,7 @@ class Spool:
             conn.execute("BEGIN IMMEDIATE")
             for name in _COUNTERS:
                 conn.execute("INSERT OR IGNORE INTO counters(name, value) VALUES (?, 0)", (name,))
+            _add_drop_reason(conn)
             _migrate_unreported_counters(conn)
             conn.execute("COMMIT")
         except (sqlite3.Error, OSError) as err:
@@ -336,12 +344,17 @@ class Spool:
                     "INSERT INTO rejected(created_at, reason, payload) VALUES (?, ?, ?)",
                     (time.time(), reason, body))
                 self._conn.execute("DELETE FROM events WHERE seq = ?", (seq,))
+                # The gap it leaves is announced on …/warnings like a drop by the limits.
+                self._conn.execute(
+                    "INSERT INTO drops(first_seq, last_seq, count, reason) VALUES (?, ?, 1, ?)",
+                    (seq, seq, DROP_UNREADABLE))
                 self._conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._rollback_locked()
                 raise self._fail("write", exc) from exc
-        log.error("%s. It was moved to the 'rejected' table of %s and is not sent; the events "
-                  "after it are. Inspect it with: sqlite3 %s 'SELECT * FROM rejected'",
+        log.error("%s. It was moved to the 'rejected' table of %s and is not sent (the gap is "
+                  "announced on …/warnings); the events after it are. Inspect it with: "
+                  "sqlite3 %s 'SELECT * FROM rejected'",
                   reason, self.path, self.path)
 
     def ack(self, seq: int) -> None:
@@ -392,25 +405,27 @@ class Spool:
     def unreported_drops(self) -> DropReport | None:
         """The oldest drop not yet announced, or None.
 
-        Drops whose seq ranges touch (one ends where the next begins) are merged into one report;
-        a drop after events that were delivered is a report of its own, so that a warning never
-        claims a delivered event was dropped.
+        Drops of one reason whose seq ranges touch (one ends where the next begins) are merged
+        into one report; a drop after events that were delivered, or of the other reason, is a
+        report of its own, so that a warning never claims a delivered event was dropped and
+        always gives the right cause.
         """
         with self._lock:
             try:
                 rows = self._conn.execute(
-                    "SELECT first_seq, last_seq, count FROM drops ORDER BY first_seq").fetchall()
+                    "SELECT first_seq, last_seq, count, reason FROM drops ORDER BY first_seq"
+                ).fetchall()
             except sqlite3.Error as err:
                 raise self._fail("read", err) from err
         if not rows:
             return None
-        first, last, count = rows[0]
-        for next_first, next_last, next_count in rows[1:]:
-            if next_first != last + 1:
+        first, last, count, reason = rows[0]
+        for next_first, next_last, next_count, next_reason in rows[1:]:
+            if next_first != last + 1 or next_reason != reason:
                 break
             last, count = next_last, count + next_count
         return DropReport(count=int(count), first_seq=int(first), last_seq=int(last),
-                          reason="limits")
+                          reason=str(reason))
 
     def mark_reported(self, report: DropReport) -> None:
         """Forget the drops a published warning covered (later drops stay unreported)."""
@@ -426,6 +441,13 @@ class Spool:
         """Events ever dropped by the limits of this spool file (persists across restarts)."""
         value = self._read("SELECT value FROM counters WHERE name = 'dropped_total'")
         return 0 if value is None else int(value)
+
+
+def _add_drop_reason(conn: sqlite3.Connection) -> None:
+    """Give a spool made before unreadable rows were announced its drops.reason column."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(drops)")}
+    if "reason" not in columns:
+        conn.execute(f"ALTER TABLE drops ADD COLUMN reason TEXT NOT NULL DEFAULT '{DROP_LIMITS}'")
 
 
 def _migrate_unreported_counters(conn: sqlite3.Connection) -> None:
