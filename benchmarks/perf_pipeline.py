@@ -149,12 +149,13 @@ def pipeline_pass(bundle: Path, replay: Path, broker: Any, work: Path, name: str
     class TimedRuntime(Runtime):
         first_at: float | None = None
         last_at = 0.0
+        first_cpu = last_cpu = 0.0  # the processing thread's own CPU, first to last frame
 
         def _process(self, taken: Taken) -> bool:
             if self.first_at is None:
-                self.first_at = time.perf_counter()
+                self.first_at, self.first_cpu = time.perf_counter(), time.thread_time()
             processed = super()._process(taken)
-            self.last_at = time.perf_counter()
+            self.last_at, self.last_cpu = time.perf_counter(), time.thread_time()
             return processed
 
     folder = work / "pipeline" / name
@@ -170,6 +171,7 @@ def pipeline_pass(bundle: Path, replay: Path, broker: Any, work: Path, name: str
     started = time.perf_counter()
     with ThreadCpu() as by_thread:
         runtime = TimedRuntime(load_config(config))
+        waits = time_waits(runtime)
         runtime.run()
     ended = time.perf_counter()
     cpu = {k: cpu_seconds(pid) - cpu_before[k] for k, pid in others.items()}
@@ -179,6 +181,7 @@ def pipeline_pass(bundle: Path, replay: Path, broker: Any, work: Path, name: str
     busy = runtime.last_at - runtime.first_at
     frames = runtime.frames_processed
     crops = frames * len(runtime.layout.boxes)
+    frame_ms = busy * common.MS_PER_S / frames
     return {"threads": threads, "frames": frames, "crops": crops, "seconds": busy,
             "frames_per_s": frames / busy, "crops_per_s": crops / busy,
             "startup_s": runtime.first_at - started, "flush_and_close_s": ended - runtime.last_at,
@@ -188,7 +191,35 @@ def pipeline_pass(bundle: Path, replay: Path, broker: Any, work: Path, name: str
             # From start-up to close, so a little more than the frames/s window.
             "cpu_ms_per_frame": {k: v * common.MS_PER_S / frames for k, v in cpu.items()},
             "edge_cpu_ms_per_frame_by_thread": _by_thread(by_thread.seconds, cpu["edge process"],
-                                                          frames)}
+                                                          frames),
+            # Where the processing loop's wall time went: on a CPU, waiting for a frame, or
+            # neither (runnable, waiting for the GIL).
+            "processing_cpu_share": (runtime.last_cpu - runtime.first_cpu) / busy,
+            "frame_wait_share": waits["frame"] / busy, "writer_wait_share": waits["writer"] / busy,
+            "cores_used": sum(cpu.values()) * common.MS_PER_S / frames / frame_ms}
+
+
+def time_waits(runtime: Any) -> dict[str, float]:
+    """Wall time the processing loop spends in ``queue.get`` (waiting for a frame from the
+    capture thread) and ``writer.put`` (waiting for the event writer); instruments these two
+    objects only, by wrapping their methods."""
+    waits = {"frame": 0.0, "writer": 0.0}
+
+    def timed(owner: Any, method: str, key: str) -> None:
+        original = getattr(owner, method)
+
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                waits[key] += time.perf_counter() - started
+
+        setattr(owner, method, wrapper)
+
+    timed(runtime.queue, "get", "frame")
+    timed(runtime.writer, "put", "writer")
+    return waits
 
 
 def _by_thread(seconds: dict[str, float], process_s: float, frames: int) -> dict[str, float]:
@@ -271,6 +302,19 @@ def cpu_budget(run: dict[str, Any], bare_frames_per_s: float, threads: int) -> s
             f"with this much CPU per frame (if all of it ran in parallel)")
 
 
+def wait_note(run: dict[str, Any], threads: int, label: str) -> str:
+    """Where the processing loop's wall time went: running, waiting for a frame or for the
+    writer, or ready to run but not running (the GIL, or no free core)."""
+    ready = 1.0 - run["processing_cpu_share"] - run["frame_wait_share"] - run["writer_wait_share"]
+    return (f"{threads} thread(s), {label}: one frame every "
+            f"{common.MS_PER_S / run['frames_per_s']:.2f} ms; the processing loop ran on a CPU "
+            f"{run['processing_cpu_share']:.0%} of that time, waited for frames "
+            f"{run['frame_wait_share']:.0%} and for the event writer "
+            f"{run['writer_wait_share']:.0%}; the other {ready:.0%} it was ready but not running "
+            f"(waiting for the GIL or a core: edge, broker and witness kept "
+            f"{run['cores_used']:.2f} of {os.cpu_count()} cores busy)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from linesim.broker import LocalBroker
 
@@ -345,6 +389,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"({best_bare:,.0f} crops/s): {best_pipe['crops_per_s'] / best_bare:.0%}",
         *(cpu_budget(median[f"line-{t}"], bare_median[t] / crops_per_frame, t)
           + " (line with defects)" for t in threads),
+        # At 1 thread only: with more, the loop also waits inside invoke for the library's own
+        # worker threads, which these shares cannot tell apart.
+        *(wait_note(median[f"{kind}-1"], 1, label) for kind, label in (
+            ("line", "line with defects"), ("normal", "defect-free line")) if 1 in threads),
         f"{crops_per_frame} crops per frame; PNG decode of one frame: "
         f"{decode_s * common.MS_PER_S:.2f} ms median (capture thread, not in the stages); "
         "preprocess runs on the capture thread, publish (one spool commit per group of frames, "

@@ -90,7 +90,8 @@ class _Runner:
 
     def reconstruct(self, batch_u8: np.ndarray) -> np.ndarray:
         """(batch_size, H, W, C) uint8 → dequantized reconstruction in [0, 1], float32."""
-        self.interpreter.set_tensor(self.input_index, self.input_lut[batch_u8])
+        # np.take: the same lookup as input_lut[batch_u8] in ~60 % of the time.
+        self.interpreter.set_tensor(self.input_index, np.take(self.input_lut, batch_u8))
         self.interpreter.invoke()
         return self.output_q.dequantize(self.interpreter.get_tensor(self.output_index))
 
@@ -195,4 +196,4 @@ class Scorer:
     def score(self, crops_u8: np.ndarray) -> np.ndarray:
         """(N, H, W, C) uint8 prepared crops → (N,) float64 reconstruction MSE."""
         reconstruction = self.reconstruct(crops_u8)
-        return reconstruction_mse(_UNIT_LUT[crops_u8], reconstruction)
+        return reconstruction_mse(np.take(_UNIT_LUT, crops_u8), reconstruction)
