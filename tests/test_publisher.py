@@ -249,6 +249,14 @@ def test_oversized_payload_is_refused_clearly_and_kept(
 
 
 @pytest.mark.skipif(MOSQUITTO is None, reason=SKIP_REASON)
+def first_warning(sub: Subscriber) -> dict[str, Any]:
+    """The first ``…/warnings`` message the subscriber receives, checked against its schema."""
+    assert sub.wait_for(lambda ms: any(m.topic.endswith("/warnings") for m in ms), WAIT_S)
+    warning: dict[str, Any] = sub.on_topic("/warnings")[0].json()
+    jsonschema.validate(warning, load_schema("warning"))
+    return warning
+
+
 def test_spool_overflow_while_offline_publishes_a_warning_after_restart(
     mqtt_subscriber_factory: Callable[..., Subscriber], tmp_path: Path,
     publishers: list[MqttPublisher],
@@ -270,9 +278,7 @@ def test_spool_overflow_while_offline_publishes_a_warning_after_restart(
         sub = mqtt_subscriber_factory(broker, [f"anomaly/{DEVICE}/#"])
         pub = start_publisher(config, tmp_path, publishers)
         assert pub.flush(WAIT_S)
-        assert sub.wait_for(lambda ms: any(m.topic.endswith("/warnings") for m in ms), WAIT_S)
-        warning = sub.on_topic("/warnings")[0].json()
-        jsonschema.validate(warning, load_schema("warning"))
+        warning = first_warning(sub)
         assert (warning["dropped"], warning["first_seq"], warning["last_seq"]) == (7, 1, 7)
         assert sub.wait_for(lambda ms: len([m for m in ms if m.topic.endswith("/events")])
                             >= max_events, WAIT_S)
@@ -299,9 +305,7 @@ def test_a_stored_event_that_cannot_be_read_is_announced_as_a_gap(
     sub = mqtt_subscriber_factory(mqtt_broker, [f"anomaly/{DEVICE}/#"])
     pub = start_publisher(config, tmp_path, publishers)
     assert pub.flush(WAIT_S)
-    assert sub.wait_for(lambda ms: any(m.topic.endswith("/warnings") for m in ms), WAIT_S)
-    warning = sub.on_topic("/warnings")[0].json()
-    jsonschema.validate(warning, load_schema("warning"))
+    warning = first_warning(sub)
     assert warning["code"] == "spool_unreadable"
     assert (warning["dropped"], warning["first_seq"], warning["last_seq"]) == (1, 2, 2)
     assert "rejected" in warning["message"] and str(pub.spool.path) in warning["message"]

@@ -263,6 +263,28 @@ def test_an_unreadable_row_is_set_aside_and_the_events_after_it_still_go_out(
     spool.close()
 
 
+def test_a_limits_drop_over_a_set_aside_seq_does_not_swallow_its_warning(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool.db", SpoolConfig())
+    spool.append(event_fields(0))  # seq 1
+    spool._conn.execute("INSERT INTO events(event_id, created_at, payload) VALUES ('bad', ?, '{')",
+                        (time.time(),))  # seq 2, unreadable
+    spool.append_many([event_fields(2), event_fields(3)])  # seq 3, 4
+    assert [e.seq for e in spool.pending()] == [1, 3, 4]  # seq 2 is set aside
+    spool._conn.execute("UPDATE events SET created_at = ?",
+                        (time.time() - 2 * spool.config.max_age_s,))
+    assert spool.enforce_limits() is not None  # deletes every event up to seq 4: 1, 3 and 4
+    limits = spool.unreported_drops()
+    assert limits is not None and (limits.first_seq, limits.last_seq, limits.count) == (1, 4, 3)
+    assert limits.reason == DROP_LIMITS
+    spool.mark_reported(limits)
+    unreadable = spool.unreported_drops()  # still owed, though inside the range just announced
+    assert unreadable is not None and (unreadable.first_seq, unreadable.last_seq) == (2, 2)
+    assert unreadable.reason == DROP_UNREADABLE
+    spool.mark_reported(unreadable)
+    assert spool.unreported_drops() is None
+    spool.close()
+
+
 def test_an_unreadable_row_that_cannot_be_set_aside_does_not_hold_back_the_others(
     tmp_path: Path, caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -301,6 +301,10 @@ class MqttPublisher:
             return
         with self._send_lock:
             dropped = client.drop_out_messages()  # the spool re-sends them, in order
+            with self._drops_lock:
+                # Dropped with paho's queue: announce again. Cleared before _connected is set,
+                # so that a warning the sender publishes from here on is not sent twice.
+                self._warning_inflight = None
             self._epoch += 1
             self._connected = True
             self._inbox.put(("connected", self._epoch))
@@ -310,8 +314,6 @@ class MqttPublisher:
             self._set_backoff(self.config.reconnect_min_s, self.config.reconnect_max_s)
             self._refusals = 0
         self.connection_state, self.last_error = _CONNECTED, None
-        with self._drops_lock:
-            self._warning_inflight = None  # dropped with paho's queue above; announce again
         log.info("MQTT connected to %s:%d; %d messages in flight on the previous connection "
                  "dropped, unacked events are re-sent from the spool in seq order",
                  self.config.host, self.config.port, len(dropped))

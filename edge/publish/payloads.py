@@ -126,9 +126,10 @@ def drop_warning(device_id: str, unreadable: bool, count: int, first_seq: int, l
     seqs = f"seq {first_seq}..{last_seq}"
     if unreadable:
         code, message = "spool_unreadable", (
-            f"{count} stored events, {seqs}, could not be read back from the event spool "
-            f"(damaged, or written by an incompatible build) and are not sent; they were moved "
-            f"to the 'rejected' table of {spool}")
+            f"{count} stored {'event' if count == 1 else 'events'}, {seqs}, could not be read "
+            f"back from the event spool (damaged, or written by an incompatible build) and "
+            f"{'is' if count == 1 else 'are'} not sent; moved to the 'rejected' table of "
+            f"{spool}")
     else:
         code, message = "spool_overflow", (
             f"the event spool reached its limits (max_events / max_age_s) and dropped {count} "

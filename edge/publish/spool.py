@@ -428,12 +428,17 @@ class Spool:
                           reason=str(reason))
 
     def mark_reported(self, report: DropReport) -> None:
-        """Forget the drops a published warning covered (later drops stay unreported)."""
+        """Forget the drops a published warning covered (later drops stay unreported).
+
+        Only drops of the report's own reason: a limits drop's range can span a seq set aside
+        earlier (the limits delete every event up to a seq), and that row's own warning is
+        still owed.
+        """
         with self._lock:
             try:
                 self._conn.execute(
-                    "DELETE FROM drops WHERE first_seq >= ? AND last_seq <= ?",
-                    (report.first_seq, report.last_seq))
+                    "DELETE FROM drops WHERE first_seq >= ? AND last_seq <= ? AND reason = ?",
+                    (report.first_seq, report.last_seq, report.reason))
             except sqlite3.Error as err:
                 raise self._fail("write", err) from err
 
