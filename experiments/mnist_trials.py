@@ -215,8 +215,9 @@ def trial(digit: int, v: dict[str, Any], steps: int, classes: bool, validate: bo
     scores = ((reconstruction - test) ** 2).reshape(len(test), -1).mean(axis=1)
     auroc = float(roc_auc_score(labels, scores))
     split = "validation" if validate else "test"
-    print(f"digit {digit}: {split} AUROC {auroc:.4f} ({time.perf_counter() - started:.0f} s)",
-          flush=True)
+    normal_mse = float(scores[:len(test_normals)].mean())
+    print(f"digit {digit}: {split} AUROC {auroc:.4f}, mean MSE of the held-back normals "
+          f"{normal_mse:.6f} ({time.perf_counter() - started:.0f} s)", flush=True)
     if classes:
         owner = owner if validate else anomaly_classes(digit)
         normal, odd = scores[:len(test_normals)], scores[len(test_normals):]
