@@ -6,7 +6,7 @@ of the reconstruction MSE. The same recipe (``quality_common.MNIST_RECIPE``) for
 the threshold is normals-only (``quantile:0.98`` of held-back training normals), at which TPR and
 TNR on the test split are reported too.
 
-    python benchmarks/mnist_oneclass.py [--digits 0,1,5] [--steps N] [--out-json NAME]
+    python benchmarks/mnist_oneclass.py [--digits 0,1,5] [--steps N] [--members K] [--out-json NAME]
 
 Needs ../shared/data/mnist-oneclass (exits 2 with a message when it is absent). Writes
 benchmarks/results/mnist_oneclass.json (or --out-json) and prints a table.
@@ -126,6 +126,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--digits", default=",".join(map(str, DIGITS)))
     parser.add_argument("--steps", type=int, default=None, help="override the recipe's steps")
+    parser.add_argument("--members", type=int, default=None,
+                        help="override the recipe's members (autoencoders in one model)")
     parser.add_argument("--out-json", default="mnist_oneclass.json")
     parser.add_argument("--plot", default=str(IMG_DIR / "mnist_oneclass_auroc.png"))
     parser.add_argument("--plot-only", action="store_true",
@@ -139,6 +141,8 @@ def main() -> int:
     recipe = dict(MNIST_RECIPE)
     if args.steps:
         recipe["steps"] = args.steps
+    if args.members:
+        recipe["members"] = args.members
     digits = [int(d) for d in args.digits.split(",")]
     rows = []
     started = time.perf_counter()

@@ -27,7 +27,9 @@ SCORE_NAME = "reconstruction_mse"
 SCORE_DEFINITION = (
     "mean over all pixels and channels of (x - x_hat)^2, where x is the preprocessed crop as "
     "uint8 / 255 and x_hat is the int8 model output dequantized with the output tensor's "
-    "scale and zero point"
+    "scale and zero point; a model of K members (score.members) outputs K reconstructions side "
+    "by side on the channel axis, each compared with x, so the score is the mean of the K "
+    "members' MSEs"
 )
 COLOR_MODES = ("grey", "rgb")
 RESIZE_RULES = ("bilinear",)
@@ -156,6 +158,12 @@ class Bundle:
     def batch_sizes(self) -> tuple[int, ...]:
         return tuple(sorted(m.batch_size for m in self.models))
 
+    @property
+    def members(self) -> int:
+        """Reconstructions the model outputs side by side on the channel axis (an ensemble of
+        autoencoders in one model); 1 for a plain autoencoder. Checked by load_bundle."""
+        return int(self.meta.get("score", {}).get("members", 1))
+
     def model_for_batch(self, batch_size: int) -> ModelFile:
         for model in self.models:
             if model.batch_size == batch_size:
@@ -262,6 +270,11 @@ def load_bundle(path: str | Path, *, verify: bool = True,
         raise BundleError(
             f"{bundle_dir} scores with {score_name!r}; this edge computes {SCORE_NAME!r}."
         )
+    members = score.get("members", 1)
+    if not isinstance(members, int) or isinstance(members, bool) or members < 1:
+        raise BundleError(
+            f"{bundle_dir}/{BUNDLE_FILE}: score.members is {members!r}; expected a whole number "
+            "≥ 1 (reconstructions the model outputs). Re-export the bundle.")
     normal_scores = _checked_normal_scores(bundle_dir, data.get("normal_scores", {}))
     if verify:
         for model in models:
@@ -315,11 +328,13 @@ def write_bundle(
     models: Mapping[int, bytes],
     normal_scores: Mapping[str, Any],
     extra: Mapping[str, Any],
+    members: int = 1,
 ) -> Path:
     """Write model files and ``bundle.json`` into ``bundle_dir``; returns the json path.
 
     ``models`` maps batch size to the TFLite flatbuffer; batch 1 is required and is written as
-    ``model.tflite``, others as ``model_b<N>.tflite``.
+    ``model.tflite``, others as ``model_b<N>.tflite``. ``members``: reconstructions the model
+    outputs (see :attr:`Bundle.members`).
     """
     if 1 not in models:
         raise BundleError("write_bundle needs a batch-1 model; got batch sizes "
@@ -350,7 +365,8 @@ def write_bundle(
             "normalisation": input_spec.normalisation,
         },
         "models": entries,
-        "score": {"name": SCORE_NAME, "definition": SCORE_DEFINITION, "domain": "[0, 1]"},
+        "score": {"name": SCORE_NAME, "definition": SCORE_DEFINITION, "domain": "[0, 1]",
+                  "members": members},
         "threshold": threshold.to_json(),
         "normal_scores": dict(normal_scores),
     }

@@ -29,12 +29,14 @@ INVOKE_COST_CROPS = 1.0
 def reconstruction_mse(original: np.ndarray, reconstruction: np.ndarray) -> np.ndarray:
     """Mean squared error per sample over all remaining axes; both inputs in [0, 1].
 
-    ``original`` and ``reconstruction`` have shape (N, ...); the result has shape (N,), float64.
+    ``original`` has shape (N, ..., C); the result has shape (N,), float64. ``reconstruction``
+    has the same shape, or K·C channels for a model of K members (K reconstructions side by
+    side): each is compared with the original, and the result is the mean of their K MSEs.
     """
-    if original.shape != reconstruction.shape:
-        raise ValueError(
-            f"original {original.shape} and reconstruction {reconstruction.shape} differ in shape"
-        )
+    members = _members(original.shape, reconstruction.shape)
+    if members > 1:  # (N, ..., K, C) against (N, ..., 1, C): broadcast, no copy of the original
+        original = original.reshape(*original.shape[:-1], 1, original.shape[-1])
+        reconstruction = reconstruction.reshape(*original.shape[:-2], members, -1)
     # One float64 temporary, squared in place: the same numbers as casting both inputs first,
     # without two more arrays of the batch's size per call.
     diff = np.subtract(original, reconstruction, dtype=np.float64)
@@ -43,6 +45,25 @@ def reconstruction_mse(original: np.ndarray, reconstruction: np.ndarray) -> np.n
     # np.mean's own arithmetic (pairwise sum, then one division) without its Python overhead,
     # which is a fifth of a batch-1 score.
     return np.add.reduce(rows, axis=1) / float(max(rows.shape[1], 1))
+
+
+def _members(original: tuple[int, ...], reconstruction: tuple[int, ...]) -> int:
+    """K when ``reconstruction`` holds K reconstructions of ``original`` on its last axis."""
+    if (len(original) == len(reconstruction) and original[:-1] == reconstruction[:-1]
+            and original[-1] > 0 and reconstruction[-1] % original[-1] == 0):
+        return reconstruction[-1] // original[-1]
+    raise ValueError(f"original {original} and reconstruction {reconstruction} differ in shape "
+                     "(the reconstruction may only have a whole multiple of the channels)")
+
+
+def member_mean(reconstruction: np.ndarray, channels: int) -> np.ndarray:
+    """The mean of a K-member reconstruction's members, (N, ..., K·C) → (N, ..., C), for showing
+    one picture per crop; unchanged when K is 1."""
+    members = reconstruction.shape[-1] // channels
+    if members == 1:
+        return reconstruction
+    split = reconstruction.reshape(*reconstruction.shape[:-1], members, channels)
+    return split.mean(axis=-2, dtype=np.float32)
 
 
 @dataclass(frozen=True)
@@ -63,13 +84,15 @@ class _Runner:
     """One allocated interpreter of a fixed batch size."""
 
     def __init__(self, interpreter: Any, batch_size: int, shape: tuple[int, int, int],
-                 origin: str) -> None:
+                 origin: str, members: int = 1) -> None:
         self.interpreter = interpreter
         self.batch_size = batch_size
         inp = interpreter.get_input_details()[0]
         out = interpreter.get_output_details()[0]
-        expected = (batch_size, *shape)
-        for kind, details in (("input", inp), ("output", out)):
+        height, width, channels = shape
+        for kind, details, expected in (
+                ("input", inp, (batch_size, *shape)),
+                ("output", out, (batch_size, height, width, channels * members))):
             if tuple(details["shape"]) != expected:
                 raise BundleError(
                     f"{origin}: model {kind} shape is {tuple(details['shape'])} but bundle.json "
@@ -89,7 +112,8 @@ class _Runner:
         self.input_lut = self.input_q.quantize(np.arange(256, dtype=np.float64) / PIXEL_MAX)
 
     def reconstruct(self, batch_u8: np.ndarray) -> np.ndarray:
-        """(batch_size, H, W, C) uint8 → dequantized reconstruction in [0, 1], float32."""
+        """(batch_size, H, W, C) uint8 → dequantized output in [0, 1], float32, (…, K·C) for a
+        model of K members."""
         # np.take: the same lookup as input_lut[batch_u8] in ~60 % of the time.
         self.interpreter.set_tensor(self.input_index, np.take(self.input_lut, batch_u8))
         self.interpreter.invoke()
@@ -154,7 +178,8 @@ class Scorer:
                 interpreter = create_interpreter(path, backend, num_threads)
             except (RuntimeError, ValueError) as exc:
                 raise BackendError(f"{backend} failed to prepare {path}: {exc}") from exc
-            self._runners[size] = _Runner(interpreter, size, bundle.input.shape, str(path))
+            self._runners[size] = _Runner(interpreter, size, bundle.input.shape, str(path),
+                                          bundle.members)
 
     @property
     def input_quantization(self) -> Quantization:
@@ -174,7 +199,13 @@ class Scorer:
         return _batch_plan(count, tuple(sorted(self._runners)))
 
     def reconstruct(self, crops_u8: np.ndarray) -> np.ndarray:
-        """(N, H, W, C) uint8 prepared crops → (N, H, W, C) float32 reconstructions in [0, 1]."""
+        """(N, H, W, C) uint8 prepared crops → (N, H, W, C) float32 reconstructions in [0, 1]
+        (for a model of several members, their mean: one picture per crop)."""
+        return member_mean(self.outputs(crops_u8), self.bundle.input.channels)
+
+    def outputs(self, crops_u8: np.ndarray) -> np.ndarray:
+        """(N, H, W, C) uint8 prepared crops → the model's output in [0, 1], float32: (N, H, W,
+        K·C) for a bundle of K members, what :meth:`score` compares with the crops."""
         expected = self.bundle.input.shape
         if crops_u8.ndim != 4 or crops_u8.shape[1:] != expected or crops_u8.dtype != np.uint8:
             raise ValueError(
@@ -184,7 +215,8 @@ class Scorer:
         plan = self.plan(len(crops_u8))
         if len(plan) == 1 and plan[0][1] == plan[0][2]:  # one full batch: nothing to assemble
             return self._runners[plan[0][1]].reconstruct(crops_u8)
-        result = np.empty(crops_u8.shape, dtype=np.float32)
+        channels = expected[2] * self.bundle.members
+        result = np.empty((*crops_u8.shape[:3], channels), dtype=np.float32)
         for start, size, real in plan:
             chunk = crops_u8[start:start + real]
             if real < size:  # the last batch, padded with black crops
@@ -195,5 +227,4 @@ class Scorer:
 
     def score(self, crops_u8: np.ndarray) -> np.ndarray:
         """(N, H, W, C) uint8 prepared crops → (N,) float64 reconstruction MSE."""
-        reconstruction = self.reconstruct(crops_u8)
-        return reconstruction_mse(np.take(_UNIT_LUT, crops_u8), reconstruction)
+        return reconstruction_mse(np.take(_UNIT_LUT, crops_u8), self.outputs(crops_u8))

@@ -28,6 +28,8 @@ encoder, 2×2×8 bottleneck, Gaussian input noise σ 0.05, Adam 2e-3 with cosine
 - ``bound=1`` and ``lnoise=S``: sigmoid-bounded latent with Gaussian noise S on it while training
 - ``loss=binary_crossentropy``: the training loss (the score is always the MSE)
 - ``seed=N``: the random seed of weights, batches and augmentation (run a few to see the spread)
+- ``ens=K``: train K models (seeds N..N+K-1) and score each image by the mean of their MSEs (an
+  ensemble: K times the device's compute); prints each member's AUROC and the ensemble's
 
 Prints the test AUROC per digit under the shared protocol (benchmarks/shared_data.py), and per
 anomaly class where ``--classes`` can tell which digit each anomaly is (by matching its pixels with
@@ -55,7 +57,7 @@ from shared_data import DIGITS, load_digit, protocol_split, validation_split
 BASE: dict[str, Any] = {
     "filters": (32, 64, 64, 64), "latent": 8, "noise": 0.05, "lnoise": 0.0, "bound": False,
     "mask": 0, "erase": 0, "ep": 0.75, "sp": 0.0, "puzzle": 0.0, "paste": 0, "rot": 0.0,
-    "mem": 0, "ment": 0.0002, "shrink": 0.0, "lr": 2e-3,
+    "mem": 0, "ment": 0.0002, "shrink": 0.0, "ens": 1, "lr": 2e-3,
     "batch": 64, "loss": "mse", "dense": 0, "lact": "relu", "seed": 0,
 }
 SIDE = 28
@@ -201,18 +203,24 @@ def trial(digit: int, v: dict[str, Any], steps: int, classes: bool, validate: bo
     test = np.concatenate([test_normals, anomalies])[..., None].astype(np.float32) / unit
     labels = np.r_[np.zeros(len(test_normals)), np.ones(len(anomalies))]
     started = time.perf_counter()
-    keras.utils.set_random_seed(v["seed"])
-    model = build(v)
-    output = model.get_layer("reconstruction")
-    kernel, _ = output.get_weights()
-    mean = float(np.clip(train_f.mean(), 1e-3, 1 - 1e-3))
-    output.set_weights([kernel, np.array([np.log(mean / (1 - mean))], np.float32)])
-    schedule = keras.optimizers.schedules.CosineDecay(v["lr"], steps)
-    model.compile(keras.optimizers.Adam(schedule), loss=v["loss"])
-    model.fit(stream(train_f, v, np.random.default_rng(v["seed"])), steps_per_epoch=steps, epochs=1,
-              verbose=0, shuffle=False)  # the stream is already random
-    reconstruction = model.predict(test, batch_size=256, verbose=0)
-    scores = ((reconstruction - test) ** 2).reshape(len(test), -1).mean(axis=1)
+    members = []
+    for seed in range(v["seed"], v["seed"] + v["ens"]):
+        keras.utils.set_random_seed(seed)
+        model = build(v)
+        output = model.get_layer("reconstruction")
+        kernel, _ = output.get_weights()
+        mean = float(np.clip(train_f.mean(), 1e-3, 1 - 1e-3))
+        output.set_weights([kernel, np.array([np.log(mean / (1 - mean))], np.float32)])
+        schedule = keras.optimizers.schedules.CosineDecay(v["lr"], steps)
+        model.compile(keras.optimizers.Adam(schedule), loss=v["loss"])
+        model.fit(stream(train_f, v, np.random.default_rng(seed)), steps_per_epoch=steps,
+                  epochs=1, verbose=0, shuffle=False)  # the stream is already random
+        reconstruction = model.predict(test, batch_size=256, verbose=0)
+        members.append(((reconstruction - test) ** 2).reshape(len(test), -1).mean(axis=1))
+        if v["ens"] > 1:
+            print(f"  member seed {seed}: AUROC {roc_auc_score(labels, members[-1]):.4f}",
+                  flush=True)
+    scores = np.mean(members, axis=0)
     auroc = float(roc_auc_score(labels, scores))
     split = "validation" if validate else "test"
     normal_mse = float(scores[:len(test_normals)].mean())

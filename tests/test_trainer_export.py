@@ -185,3 +185,46 @@ def test_cosine_schedule_without_early_stopping_trains_the_whole_budget() -> Non
         FitOptions(lr_schedule="linear")
     with pytest.raises(ConfigError, match="--patience -1"):
         FitOptions(patience_rounds=-1)
+
+
+def test_a_bundle_of_two_members_scores_the_mean_of_their_errors(tmp_path: Path) -> None:
+    """--members 2: two autoencoders in one int8 model; the edge's score is the mean of the two
+    members' MSEs, and the bundle says how many members there are."""
+    from trainer import fit_bundle
+
+    spec = make_spec(16, 1)
+    dataset = from_arrays(spec, normal_images(60, 16), test_anomalies=anomaly_images(6, 16))
+    bundle_dir = fit_bundle(dataset, tmp_path / "two", steps=40, filters=(4, 8), latent=2,
+                            members=2, batch_sizes="1,4", threshold="quantile:0.9",
+                            keep_float=True, progress=False, report=lambda message: None)
+    bundle = load_bundle(bundle_dir)
+    assert bundle.members == 2 and _json(bundle_dir)["score"]["members"] == 2
+    ops, problems = graph_report(bundle.model_path(1).read_bytes())
+    assert problems == [] and "CONCATENATION" in ops
+    scorer = Scorer(bundle)
+    crops = np.concatenate([dataset.train_normals[:5], dataset.test_anomalies[:2]])
+    outputs = scorer.outputs(crops)
+    assert outputs.shape == (7, 16, 16, 2)  # one reconstruction per member, side by side
+    unit = (crops.astype(np.float32) / np.float32(255)).astype(np.float64)  # as the edge does
+    per_member = [((outputs[..., k:k + 1] - unit) ** 2).reshape(7, -1).mean(axis=1)
+                  for k in range(2)]
+    assert not np.allclose(per_member[0], per_member[1])  # two models, not one twice
+    np.testing.assert_allclose(scorer.score(crops), np.mean(per_member, axis=0), rtol=1e-12)
+    assert scorer.reconstruct(crops).shape == crops.shape  # the members' mean, for pictures
+    report = evaluate_bundle(bundle_dir, dataset)  # the kept float model loads and scores too
+    assert 0.0 <= report["float"]["auroc"] <= 1.0
+    # Batch 4 (7 crops: one full batch, then 3 padded into another) scores like batch 1.
+    np.testing.assert_allclose(Scorer(bundle, batch_sizes=(1,)).score(crops),
+                               scorer.score(crops), rtol=1e-9)
+    with pytest.raises(ConfigError, match="--members 2 is not possible for --model vae"):
+        ModelConfig(height=16, width=16, channels=1, kind="vae", members=2)
+
+
+def test_a_bundle_with_a_bad_member_count_is_refused(trainer_bundle: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "bad-members"
+    shutil.copytree(trainer_bundle, copy)
+    data = _json(copy)
+    data["score"]["members"] = 0
+    (copy / "bundle.json").write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(BundleError, match=r"score\.members is 0"):
+        load_bundle(copy)

@@ -49,7 +49,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 
     fit_bundle(args.data, args.out, size=args.size, channels=args.channels, shape=args.shape,
                model=args.model, filters=_int_list(args.filters), latent=args.latent,
-               steps=args.steps, epochs=args.epochs, batch_size=args.batch_size,
+               members=args.members, steps=args.steps, epochs=args.epochs,
+               batch_size=args.batch_size,
                learning_rate=args.learning_rate, lr_schedule=args.lr_schedule,
                patience=args.patience, val_fraction=args.val_fraction,
                augment=_names(args.augment), threshold=args.threshold,
@@ -92,6 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="filters per stride-2 stage (default %(default)s)")
     fit.add_argument("--latent", type=int, default=DEFAULT_LATENT_CHANNELS,
                      help="bottleneck channels (default %(default)s)")
+    fit.add_argument("--members", type=int, default=1,
+                     help="autoencoders trained side by side in one model, scored by the mean of "
+                          "their errors (an ensemble: steadier than one, and that many times the "
+                          "device's compute; default %(default)s)")
     budget = fit.add_mutually_exclusive_group()
     budget.add_argument("--steps", type=int, default=None,
                         help=f"optimiser steps (default {DEFAULT_STEPS}, whatever the data size)")

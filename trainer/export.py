@@ -84,7 +84,8 @@ def tflite_float_scores(float_blob: bytes, images_u8: np.ndarray) -> np.ndarray:
     inp = interpreter.get_input_details()[0]["index"]
     out = interpreter.get_output_details()[0]["index"]
     unit = images_u8.astype(np.float32) / np.float32(PIXEL_MAX)
-    reconstruction = np.empty_like(unit)
+    shape = interpreter.get_output_details()[0]["shape"]  # K·C channels for K members
+    reconstruction = np.empty((len(unit), *shape[1:]), dtype=np.float32)
     for i in range(len(unit)):
         interpreter.set_tensor(inp, unit[i:i + 1])
         interpreter.invoke()
@@ -157,7 +158,8 @@ def export_bundle(fit: FitResult, dataset: Dataset, out_dir: Path, *, rule: Rule
     try:
         write_bundle(staging, name=name, input_spec=dataset.spec,
                      threshold=Threshold(rule="provisional", high=PROVISIONAL_HIGH),
-                     models=conversion.int8, normal_scores={}, extra={})
+                     models=conversion.int8, normal_scores={}, extra={},
+                     members=fit.config.members)
         scorer = _int8_scorer(staging)
         val_scores = scorer.score(fit.val_normals)
         anomalies = dataset.test_anomalies
@@ -203,7 +205,8 @@ def export_bundle(fit: FitResult, dataset: Dataset, out_dir: Path, *, rule: Rule
             },
         }
         write_bundle(staging, name=name, input_spec=dataset.spec, threshold=threshold,
-                     models=conversion.int8, normal_scores=stats, extra=extra)
+                     models=conversion.int8, normal_scores=stats, extra=extra,
+                     members=fit.config.members)
         if keep_float:
             # .keras is a zip of JSON config + weights; no pickle is involved in loading it.
             fit.model.save(staging / FLOAT_KERAS_FILE)

@@ -34,7 +34,7 @@ from trainer.defaults import (
     DEFAULT_VAL_FRACTION,
     LR_SCHEDULES,
 )
-from trainer.model import ModelConfig, build_model
+from trainer.model import OUTPUT_LAYER, ModelConfig, build_model, member_loss, member_suffix
 
 Reporter = Callable[[str], None]
 
@@ -54,7 +54,6 @@ DEFAULT_NOISE_STD = 0.05  # denoising noise, in [0, 1] pixel units
 # smaller side (8 px of MNIST's 28). Chosen on one-class MNIST (docs/results.md): 0.2–0.35 did
 # best there, half the side did worse.
 DEFAULT_ERASE_FRACTION = 0.3
-OUTPUT_LAYER = "reconstruction"  # the sigmoid layer every model kind ends with
 OUTPUT_MEAN_FLOOR = 1e-3  # keeps the initial output logit finite for all-black/white data
 
 
@@ -248,18 +247,20 @@ class _RoundLine(keras.callbacks.Callback):
                     f"val_loss {logs.get('val_loss', float('nan')):.6f}")
 
 
-def init_output_bias(model: keras.Model, train_u8: np.ndarray) -> None:
-    """Start the sigmoid output at the training normals' mean pixel value, per channel.
+def init_output_bias(model: keras.Model, train_u8: np.ndarray, members: int = 1) -> None:
+    """Start the sigmoid output (of every member) at the training normals' mean pixel value, per
+    channel.
 
     From the default bias 0 the output starts at 0.5; on dark, sparse crops (MNIST "1") the first
     steps then push every ReLU below zero to darken it, and the model ends up returning black
     whatever the input. Starting at the data's mean takes that push away.
     """
-    layer = model.get_layer(OUTPUT_LAYER)
-    kernel, bias = layer.get_weights()
-    mean = np.clip(to_unit(train_u8).reshape(-1, bias.shape[0]).mean(axis=0),
-                   OUTPUT_MEAN_FLOOR, 1.0 - OUTPUT_MEAN_FLOOR)
-    layer.set_weights([kernel, np.log(mean / (1.0 - mean)).astype(bias.dtype)])
+    for member in range(members):
+        layer = model.get_layer(OUTPUT_LAYER + member_suffix(member))
+        kernel, bias = layer.get_weights()
+        mean = np.clip(to_unit(train_u8).reshape(-1, bias.shape[0]).mean(axis=0),
+                       OUTPUT_MEAN_FLOOR, 1.0 - OUTPUT_MEAN_FLOOR)
+        layer.set_weights([kernel, np.log(mean / (1.0 - mean)).astype(bias.dtype)])
 
 
 def to_unit(images_u8: np.ndarray) -> np.ndarray:
@@ -311,12 +312,13 @@ def fit_autoencoder(dataset: Dataset, config: ModelConfig, options: FitOptions, 
     rounds, steps_per_round = plan_rounds(budget, len(train), options.batch_size)
 
     model = build_model(config)
-    init_output_bias(model, train)
+    init_output_bias(model, train, config.members)
     learning_rate: Any = options.learning_rate
     if options.lr_schedule == "cosine":
         learning_rate = keras.optimizers.schedules.CosineDecay(options.learning_rate,
                                                                rounds * steps_per_round)
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="mse")
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate),
+                  loss=member_loss(config.members))
     val_unit = to_unit(val)
     callbacks: list[keras.callbacks.Callback] = []
     stopper = None

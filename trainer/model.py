@@ -12,6 +12,11 @@ a dynamic batch leaves SHAPE / STRIDED_SLICE / PACK ops around each transposed c
 
 Sizes that do not divide by 2**stages (e.g. 30 with two stages) are zero-padded up to the next
 multiple at the input and cropped back at the output, so any size works with any stage count.
+
+``members`` > 1 builds that many independent autoencoders on the same input, their
+reconstructions concatenated on the channel axis (CONCATENATION, int8 and Edge TPU too): an
+ensemble in one model, whose score is the mean of the members' MSEs (edge.scoring). Trained with
+:func:`member_loss`, each member learns on its own from its own initial weights.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ MIN_BOTTLENECK_SIDE_PX = 2
 # ReLU stage, and a 3–4 stage model on sparse crops (MNIST "1") starts with an output that does
 # not depend on its input and never leaves it.
 RELU_INIT = "he_uniform"
+OUTPUT_LAYER = "reconstruction"  # the sigmoid layer every model kind (and member) ends with
 
 
 @dataclass(frozen=True)
@@ -45,8 +51,13 @@ class ModelConfig:
     filters: tuple[int, ...] = DEFAULT_FILTERS
     latent: int = DEFAULT_LATENT_CHANNELS
     kind: str = "ae"
+    members: int = 1
 
     def __post_init__(self) -> None:
+        if self.members < 1 or (self.members > 1 and self.kind != "ae"):
+            raise ConfigError(
+                f"--members {self.members} is not possible for --model {self.kind}: members must "
+                "be at least 1, and only the plain autoencoder ('ae') can have more than one.")
         if self.kind not in MODEL_BUILDERS:
             raise ConfigError(
                 f"--model {self.kind!r} is not available; choose one of "
@@ -83,9 +94,8 @@ class ModelConfig:
         return data
 
 
-def padded_encoder(config: ModelConfig, batch_size: int | None) -> tuple[Any, Any]:
-    """The input and the stride-2 encoder stages (after zero padding to a multiple of 2**stages);
-    returns (inputs, features). Shared by every model kind so they export the same op set."""
+def padded_input(config: ModelConfig, batch_size: int | None) -> tuple[Any, Any]:
+    """The input, zero-padded to a multiple of 2**stages; returns (inputs, padded)."""
     inputs = keras.Input(shape=(config.height, config.width, config.channels),
                          batch_size=batch_size, name="crop")
     pad_h = config.padded_shape[0] - config.height
@@ -94,35 +104,77 @@ def padded_encoder(config: ModelConfig, batch_size: int | None) -> tuple[Any, An
     if pad_h or pad_w:
         # Bottom/right zero padding: PAD quantizes exactly (pads with the zero point).
         x = keras.layers.ZeroPadding2D(((0, pad_h), (0, pad_w)), name="pad")(x)
-    for stage, filters in enumerate(config.filters):
-        x = keras.layers.Conv2D(filters, KERNEL_SIZE, strides=STRIDE, padding="same",
-                                activation="relu", kernel_initializer=RELU_INIT,
-                                name=f"encode_{stage}")(x)
     return inputs, x
 
 
-def cropped_decoder(config: ModelConfig, x: Any) -> Any:
+def encoder_stages(config: ModelConfig, x: Any, suffix: str = "") -> Any:
+    """The stride-2 encoder stages; ``suffix`` tells one member's layers from another's."""
+    for stage, filters in enumerate(config.filters):
+        x = keras.layers.Conv2D(filters, KERNEL_SIZE, strides=STRIDE, padding="same",
+                                activation="relu", kernel_initializer=RELU_INIT,
+                                name=f"encode_{stage}{suffix}")(x)
+    return x
+
+
+def padded_encoder(config: ModelConfig, batch_size: int | None) -> tuple[Any, Any]:
+    """The input and the stride-2 encoder stages (after zero padding to a multiple of 2**stages);
+    returns (inputs, features). Shared by every model kind so they export the same op set."""
+    inputs, x = padded_input(config, batch_size)
+    return inputs, encoder_stages(config, x)
+
+
+def cropped_decoder(config: ModelConfig, x: Any, suffix: str = "") -> Any:
     """The stride-2 decoder stages, the sigmoid reconstruction, and the crop back to the input
     size; the mirror of :func:`padded_encoder`."""
     for stage, filters in reversed(list(enumerate(config.filters))):
         x = keras.layers.Conv2DTranspose(filters, KERNEL_SIZE, strides=STRIDE, padding="same",
                                          activation="relu", kernel_initializer=RELU_INIT,
-                                         name=f"decode_{stage}")(x)
+                                         name=f"decode_{stage}{suffix}")(x)
     x = keras.layers.Conv2D(config.channels, KERNEL_SIZE, padding="same", activation="sigmoid",
-                            name="reconstruction")(x)
+                            name=f"{OUTPUT_LAYER}{suffix}")(x)
     pad_h = config.padded_shape[0] - config.height
     pad_w = config.padded_shape[1] - config.width
     if pad_h or pad_w:
-        x = keras.layers.Cropping2D(((0, pad_h), (0, pad_w)), name="crop_back")(x)
+        x = keras.layers.Cropping2D(((0, pad_h), (0, pad_w)), name=f"crop_back{suffix}")(x)
     return x
+
+
+def member_suffix(member: int) -> str:
+    """Layer-name suffix of one member; none for the first, so a one-member model keeps the
+    plain autoencoder's names (and its exported file, byte for byte)."""
+    return "" if member == 0 else f"_m{member}"
 
 
 def build_conv_autoencoder(config: ModelConfig, batch_size: int | None = None) -> keras.Model:
     """The default ``ae`` model; ``batch_size`` None for training, an int for export."""
-    inputs, x = padded_encoder(config, batch_size)
-    x = keras.layers.Conv2D(config.latent, 1, activation="relu", kernel_initializer=RELU_INIT,
-                            name="latent")(x)
-    return keras.Model(inputs, cropped_decoder(config, x), name="conv_autoencoder")
+    inputs, padded = padded_input(config, batch_size)
+    outputs = []
+    for member in range(config.members):
+        suffix = member_suffix(member)
+        # Layers draw their initial weights' seeds when constructed: keep the order encoder,
+        # latent, decoder (a one-member model then starts from the plain autoencoder's weights).
+        features = encoder_stages(config, padded, suffix)
+        x = keras.layers.Conv2D(config.latent, 1, activation="relu", kernel_initializer=RELU_INIT,
+                                name=f"latent{suffix}")(features)
+        outputs.append(cropped_decoder(config, x, suffix))
+    if len(outputs) == 1:
+        return keras.Model(inputs, outputs[0], name="conv_autoencoder")
+    members = keras.layers.Concatenate(axis=-1, name="members")(outputs)
+    return keras.Model(inputs, members, name="conv_autoencoder_ensemble")
+
+
+def member_loss(members: int) -> Any:
+    """The training loss: "mse" for one member; for K, the mean of each member's MSE against
+    the same target (the target repeated K times on the channel axis), so every member learns
+    from its own error only."""
+    if members == 1:
+        return "mse"
+
+    def members_mse(target: Any, output: Any) -> Any:
+        ops = keras.ops
+        return ops.mean(ops.square(output - ops.tile(target, [1, 1, 1, members])), axis=-1)
+
+    return members_mse
 
 
 def _build_vae(config: ModelConfig, batch_size: int | None = None) -> keras.Model:

@@ -41,6 +41,7 @@ def fit_bundle(
     model: str = "ae",
     filters: Sequence[int] = DEFAULT_FILTERS,
     latent: int = DEFAULT_LATENT_CHANNELS,
+    members: int = 1,
     steps: int | None = None,
     epochs: int | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
@@ -62,7 +63,9 @@ def fit_bundle(
     ``data`` is an MVTec-style folder, a ``.npz`` (``shape`` for flat rows) or a
     :class:`~trainer.data.Dataset` (whose spec then overrides ``size``/``channels``). ``steps`` is
     the optimiser budget (default 1500); ``epochs`` replaces it with full passes over the
-    training normals. Messages go to ``report`` (stderr by default). Returns the bundle directory.
+    training normals. ``members`` > 1 trains that many autoencoders side by side in one model and
+    scores with the mean of their errors (an ensemble: that many times the device's compute).
+    Messages go to ``report`` (stderr by default). Returns the bundle directory.
     Raises a ProjectError subclass (DataError, ConfigError, BundleError) with a one-line reason.
     """
     return fit_bundle_detailed(
@@ -70,7 +73,8 @@ def fit_bundle(
         latent=latent, steps=steps, epochs=epochs, batch_size=batch_size,
         learning_rate=learning_rate, lr_schedule=lr_schedule, patience=patience,
         val_fraction=val_fraction, augment=augment, threshold=threshold, batch_sizes=batch_sizes,
-        seed=seed, keep_float=keep_float, name=name, progress=progress, report=report).path
+        seed=seed, keep_float=keep_float, name=name, progress=progress, report=report,
+        members=members).path
 
 
 def fit_bundle_detailed(data: str | Path | Dataset, out_dir: str | Path, *, size: int,
@@ -81,7 +85,8 @@ def fit_bundle_detailed(data: str | Path | Dataset, out_dir: str | Path, *, size
                         batch_sizes: str | Sequence[int], seed: int, keep_float: bool,
                         name: str | None, progress: bool | None,
                         report: Reporter, lr_schedule: str = "constant",
-                        patience: int = DEFAULT_PATIENCE_ROUNDS) -> ExportResult:
+                        patience: int = DEFAULT_PATIENCE_ROUNDS,
+                        members: int = 1) -> ExportResult:
     """:func:`fit_bundle`, returning every figure of the export (for benchmarks and tests)."""
     started = time.perf_counter()
     out_path = Path(out_dir)
@@ -100,7 +105,8 @@ def fit_bundle_detailed(data: str | Path | Dataset, out_dir: str | Path, *, size
         dataset = load_dataset(data, make_spec(size, channels), shape=flat_shape)
     spec = dataset.spec
     config = ModelConfig(height=spec.height, width=spec.width, channels=spec.channels,
-                         filters=tuple(int(f) for f in filters), latent=latent, kind=model)
+                         filters=tuple(int(f) for f in filters), latent=latent, kind=model,
+                         members=members)
     require_labels(rule, len(dataset.test_anomalies))
     report(f"data: {dataset.summary['train_normals']} normals, "
            f"{dataset.summary['test_normals']} test normals, "
