@@ -115,7 +115,8 @@ def float_tflite_models(bundle: Path, work: Path) -> dict[int, Path]:
         info = json.loads((bundle / "bundle.json").read_text())["provenance"]["model"]
         config = ModelConfig(height=info["height"], width=info["width"],
                              channels=info["channels"], filters=tuple(info["filters"]),
-                             latent=info["latent"], kind=info["kind"])
+                             latent=info["latent"], kind=info["kind"],
+                             members=info.get("members", 1))
         model = keras.models.load_model(bundle / "float_model.keras", compile=False)
         for batch in missing:
             with silenced():
@@ -144,16 +145,18 @@ def build(bundle_dir: Path, work: Path, pool: np.ndarray) -> tuple[list[Candidat
             interpreter = Interpreter(model_path=str(floats[batch]), num_threads=threads)
             interpreter.allocate_tensors()
             candidates.append(Candidate(FLOAT, batch, threads,
-                                        _float_scorer(interpreter, reconstruction_mse)))
+                                        _float_scorer(interpreter, reconstruction_mse,
+                                                      bundle.members)))
     model = keras.models.load_model(bundle_dir / "float_model.keras", compile=False)
 
     def predict(crops: np.ndarray) -> np.ndarray:
         unit = crops.astype(np.float32) / np.float32(PIXEL_MAX)
-        return reconstruction_mse(unit, model.predict(unit, batch_size=len(unit), verbose=0))
+        return reconstruction_mse(unit, model.predict(unit, batch_size=len(unit), verbose=0),
+                                  bundle.members)
 
     def call(crops: np.ndarray) -> np.ndarray:
         unit = crops.astype(np.float32) / np.float32(PIXEL_MAX)
-        return reconstruction_mse(unit, np.asarray(model(unit, training=False)))
+        return reconstruction_mse(unit, np.asarray(model(unit, training=False)), bundle.members)
 
     for batch in BATCHES:
         candidates.append(Candidate(PREDICT, batch, TF_THREADS, predict))
@@ -176,8 +179,8 @@ def build(bundle_dir: Path, work: Path, pool: np.ndarray) -> tuple[list[Candidat
     return candidates, notes
 
 
-def _float_scorer(interpreter: Any, mse: Callable[[np.ndarray, np.ndarray], np.ndarray]
-                  ) -> Callable[[np.ndarray], np.ndarray]:
+def _float_scorer(interpreter: Any, mse: Callable[[np.ndarray, np.ndarray, int], np.ndarray],
+                  members: int) -> Callable[[np.ndarray], np.ndarray]:
     inp = interpreter.get_input_details()[0]["index"]
     out = interpreter.get_output_details()[0]["index"]
 
@@ -185,7 +188,7 @@ def _float_scorer(interpreter: Any, mse: Callable[[np.ndarray, np.ndarray], np.n
         unit = crops.astype(np.float32) / np.float32(255.0)
         interpreter.set_tensor(inp, unit)
         interpreter.invoke()
-        return mse(unit, interpreter.get_tensor(out))
+        return mse(unit, interpreter.get_tensor(out), members)
 
     return score
 

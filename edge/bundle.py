@@ -21,7 +21,10 @@ from typing import Any
 
 from edge.errors import BundleError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # written when a bundle needs this edge: a model of several members
+# Versions this edge reads. A one-member bundle is still written as version 1, which older edges
+# read; an older edge refuses a version-2 bundle by its version, with a message that says so.
+READABLE_VERSIONS = (1, 2)
 BUNDLE_FILE = "bundle.json"
 SCORE_NAME = "reconstruction_mse"
 SCORE_DEFINITION = (
@@ -238,11 +241,11 @@ def load_bundle(path: str | Path, *, verify: bool = True,
 
         verify_bundle(bundle_dir, public_key)
     version = data.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise BundleError(
             f"{bundle_dir}/{BUNDLE_FILE} has format_version {version!r}; this edge reads "
-            f"format_version {FORMAT_VERSION}. Re-export the bundle with a matching trainer "
-            "or upgrade the edge package."
+            f"format_version {' and '.join(map(str, READABLE_VERSIONS))}. Re-export the bundle "
+            "with a matching trainer or upgrade the edge package."
         )
     try:
         spec = InputSpec(**data["input"])
@@ -354,7 +357,7 @@ def write_bundle(
             }
         )
     document: dict[str, Any] = {
-        "format_version": FORMAT_VERSION,
+        "format_version": FORMAT_VERSION if members > 1 else 1,
         "name": name,
         "input": {
             "height": input_spec.height,

@@ -26,14 +26,20 @@ PAD_FRACTION = 0.5
 INVOKE_COST_CROPS = 1.0
 
 
-def reconstruction_mse(original: np.ndarray, reconstruction: np.ndarray) -> np.ndarray:
+def reconstruction_mse(original: np.ndarray, reconstruction: np.ndarray,
+                       members: int = 1) -> np.ndarray:
     """Mean squared error per sample over all remaining axes; both inputs in [0, 1].
 
     ``original`` has shape (N, ..., C); the result has shape (N,), float64. ``reconstruction``
-    has the same shape, or K·C channels for a model of K members (K reconstructions side by
-    side): each is compared with the original, and the result is the mean of their K MSEs.
+    has the same shape, or for a model of ``members`` K > 1 the K reconstructions side by side on
+    the last axis (N, ..., K·C): each is compared with the original, and the result is the mean
+    of their K MSEs.
     """
-    members = _members(original.shape, reconstruction.shape)
+    expected = (*original.shape[:-1], original.shape[-1] * members) if original.ndim else ()
+    if not original.ndim or reconstruction.shape != expected:
+        raise ValueError(
+            f"original {original.shape} and reconstruction {reconstruction.shape} differ in shape"
+            + (f" (expected {expected} for {members} members)" if members > 1 else ""))
     if members > 1:  # (N, ..., K, C) against (N, ..., 1, C): broadcast, no copy of the original
         original = original.reshape(*original.shape[:-1], 1, original.shape[-1])
         reconstruction = reconstruction.reshape(*original.shape[:-2], members, -1)
@@ -47,21 +53,12 @@ def reconstruction_mse(original: np.ndarray, reconstruction: np.ndarray) -> np.n
     return np.add.reduce(rows, axis=1) / float(max(rows.shape[1], 1))
 
 
-def _members(original: tuple[int, ...], reconstruction: tuple[int, ...]) -> int:
-    """K when ``reconstruction`` holds K reconstructions of ``original`` on its last axis."""
-    if (len(original) == len(reconstruction) and original[:-1] == reconstruction[:-1]
-            and original[-1] > 0 and reconstruction[-1] % original[-1] == 0):
-        return reconstruction[-1] // original[-1]
-    raise ValueError(f"original {original} and reconstruction {reconstruction} differ in shape "
-                     "(the reconstruction may only have a whole multiple of the channels)")
-
-
-def member_mean(reconstruction: np.ndarray, channels: int) -> np.ndarray:
+def member_mean(reconstruction: np.ndarray, members: int) -> np.ndarray:
     """The mean of a K-member reconstruction's members, (N, ..., K·C) → (N, ..., C), for showing
     one picture per crop; unchanged when K is 1."""
-    members = reconstruction.shape[-1] // channels
     if members == 1:
         return reconstruction
+    channels = reconstruction.shape[-1] // members
     split = reconstruction.reshape(*reconstruction.shape[:-1], members, channels)
     return split.mean(axis=-2, dtype=np.float32)
 
@@ -201,7 +198,7 @@ class Scorer:
     def reconstruct(self, crops_u8: np.ndarray) -> np.ndarray:
         """(N, H, W, C) uint8 prepared crops → (N, H, W, C) float32 reconstructions in [0, 1]
         (for a model of several members, their mean: one picture per crop)."""
-        return member_mean(self.outputs(crops_u8), self.bundle.input.channels)
+        return member_mean(self.outputs(crops_u8), self.bundle.members)
 
     def outputs(self, crops_u8: np.ndarray) -> np.ndarray:
         """(N, H, W, C) uint8 prepared crops → the model's output in [0, 1], float32: (N, H, W,
@@ -227,4 +224,5 @@ class Scorer:
 
     def score(self, crops_u8: np.ndarray) -> np.ndarray:
         """(N, H, W, C) uint8 prepared crops → (N,) float64 reconstruction MSE."""
-        return reconstruction_mse(np.take(_UNIT_LUT, crops_u8), self.outputs(crops_u8))
+        return reconstruction_mse(np.take(_UNIT_LUT, crops_u8), self.outputs(crops_u8),
+                                  self.bundle.members)

@@ -200,12 +200,12 @@ def test_flipped_byte_in_model_is_refused(bundle_copy: Path) -> None:
         load_bundle(bundle_copy)
 
 
-@pytest.mark.parametrize("version", [0, 2, "1", None])
+@pytest.mark.parametrize("version", [0, 3, "1", None])
 def test_other_format_version_is_refused_naming_both(bundle_copy: Path, version: object) -> None:
     document = json.loads((bundle_copy / "bundle.json").read_text())
     document["format_version"] = version
     (bundle_copy / "bundle.json").write_text(json.dumps(document))
-    with pytest.raises(BundleError, match=r"format_version .* reads format_version 1"):
+    with pytest.raises(BundleError, match=r"format_version .* reads format_version 1 and 2"):
         load_bundle(bundle_copy)
 
 

@@ -14,7 +14,7 @@ from trainer_support import anomaly_images, normal_images
 
 from edge.bundle import load_bundle
 from edge.errors import BundleError, ConfigError
-from edge.scoring import Scorer
+from edge.scoring import Scorer, reconstruction_mse
 from trainer.data import from_arrays, load_dataset, make_spec
 from trainer.evaluate import evaluate_bundle, format_report
 from trainer.export import FLOAT_KERAS_FILE, check_output_dir
@@ -150,17 +150,22 @@ def test_epochs_convert_to_steps() -> None:
     assert fit.steps_budget == 2 * 2  # 16 training normals / batch 8 = 2 steps per epoch
 
 
-def test_rgb_padded_size_from_a_dataset_object(tmp_path: Path) -> None:
-    """30 px RGB (padded to 32 inside the model) through the whole pipeline, from arrays."""
+@pytest.mark.parametrize("members", [1, 2])
+def test_rgb_padded_size_from_a_dataset_object(tmp_path: Path, members: int) -> None:
+    """30 px RGB (padded to 32 inside the model) through the whole pipeline, from arrays; with
+    two members too (each pads and crops back on its own, scored over 2 × 3 channels)."""
     from trainer import fit_bundle
 
     spec = make_spec(30, 3)
     dataset = from_arrays(spec, normal_images(60, 30, rgb=True),
                           test_anomalies=anomaly_images(6, 30, rgb=True))
     bundle_dir = fit_bundle(dataset, tmp_path / "rgb", steps=20, filters=(4, 8), latent=2,
-                            batch_sizes="1", threshold="max", progress=False,
+                            members=members, batch_sizes="1", threshold="max", progress=False,
                             report=lambda message: None)
     bundle = load_bundle(bundle_dir)
+    assert bundle.members == members
+    outputs = Scorer(bundle).outputs(dataset.train_normals[:2])
+    assert outputs.shape == (2, 30, 30, 3 * members)
     assert bundle.input.shape == (30, 30, 3) and bundle.input.color_mode == "rgb"
     assert bundle.batch_sizes == (1,)
     ops, problems = graph_report(bundle.model_path(1).read_bytes())
@@ -199,6 +204,7 @@ def test_a_bundle_of_two_members_scores_the_mean_of_their_errors(tmp_path: Path)
                             keep_float=True, progress=False, report=lambda message: None)
     bundle = load_bundle(bundle_dir)
     assert bundle.members == 2 and _json(bundle_dir)["score"]["members"] == 2
+    assert _json(bundle_dir)["format_version"] == 2  # an older edge refuses it by its version
     ops, problems = graph_report(bundle.model_path(1).read_bytes())
     assert problems == [] and "CONCATENATION" in ops
     scorer = Scorer(bundle)
@@ -213,6 +219,12 @@ def test_a_bundle_of_two_members_scores_the_mean_of_their_errors(tmp_path: Path)
     assert scorer.reconstruct(crops).shape == crops.shape  # the members' mean, for pictures
     report = evaluate_bundle(bundle_dir, dataset)  # the kept float model loads and scores too
     assert 0.0 <= report["float"]["auroc"] <= 1.0
+    from trainer.backend import keras
+
+    compiled = keras.models.load_model(bundle_dir / FLOAT_KERAS_FILE)  # its loss is registered
+    assert compiled.loss.members == 2
+    with pytest.raises(ValueError, match="differ in shape"):  # 2 reconstructions, 1 expected
+        reconstruction_mse(unit, outputs)
     # Batch 4 (7 crops: one full batch, then 3 padded into another) scores like batch 1.
     np.testing.assert_allclose(Scorer(bundle, batch_sizes=(1,)).score(crops),
                                scorer.score(crops), rtol=1e-9)

@@ -81,16 +81,15 @@ def tflite_float_scores(float_blob: bytes, images_u8: np.ndarray) -> np.ndarray:
     with silenced():  # LiteRT announces its XNNPACK delegate on stderr
         interpreter = Interpreter(model_content=float_blob, num_threads=2)
         interpreter.allocate_tensors()
-    inp = interpreter.get_input_details()[0]["index"]
-    out = interpreter.get_output_details()[0]["index"]
+    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
     unit = images_u8.astype(np.float32) / np.float32(PIXEL_MAX)
-    shape = interpreter.get_output_details()[0]["shape"]  # K·C channels for K members
-    reconstruction = np.empty((len(unit), *shape[1:]), dtype=np.float32)
+    reconstruction = np.empty((len(unit), *out["shape"][1:]), dtype=np.float32)
     for i in range(len(unit)):
-        interpreter.set_tensor(inp, unit[i:i + 1])
+        interpreter.set_tensor(inp["index"], unit[i:i + 1])
         interpreter.invoke()
-        reconstruction[i] = interpreter.get_tensor(out)[0]
-    return reconstruction_mse(unit, reconstruction)
+        reconstruction[i] = interpreter.get_tensor(out["index"])[0]
+    members = int(out["shape"][-1]) // int(inp["shape"][-1])  # K·C output channels for K members
+    return reconstruction_mse(unit, reconstruction, members)
 
 
 def agreement_stats(float_scores: np.ndarray, int8_scores: np.ndarray,

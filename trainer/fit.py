@@ -271,7 +271,9 @@ def float_scores(model: keras.Model, images_u8: np.ndarray) -> np.ndarray:
     """Reconstruction MSE of the float Keras model, the same definition the edge uses."""
     unit = to_unit(images_u8)
     reconstruction = model.predict(unit, batch_size=DEFAULT_BATCH_SIZE, verbose=0)
-    return reconstruction_mse(unit, np.asarray(reconstruction))
+    # A model of K members declares K·C output channels (trainer.model).
+    members = int(model.output_shape[-1]) // int(model.input_shape[-1])
+    return reconstruction_mse(unit, np.asarray(reconstruction), members)
 
 
 def pca_baseline(train_u8: np.ndarray, val_u8: np.ndarray, seed: int) -> dict[str, Any]:

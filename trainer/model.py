@@ -54,15 +54,17 @@ class ModelConfig:
     members: int = 1
 
     def __post_init__(self) -> None:
-        if self.members < 1 or (self.members > 1 and self.kind != "ae"):
-            raise ConfigError(
-                f"--members {self.members} is not possible for --model {self.kind}: members must "
-                "be at least 1, and only the plain autoencoder ('ae') can have more than one.")
         if self.kind not in MODEL_BUILDERS:
             raise ConfigError(
                 f"--model {self.kind!r} is not available; choose one of "
                 f"{sorted(k for k in MODEL_BUILDERS if k not in PLANNED_KINDS)}."
             )
+        if (not isinstance(self.members, int) or isinstance(self.members, bool)
+                or self.members < 1 or (self.members > 1 and self.kind != "ae")):
+            raise ConfigError(
+                f"--members {self.members!r} is not possible for --model {self.kind}: members "
+                "must be a whole number ≥ 1, and only the plain autoencoder ('ae') can have more "
+                "than one.")
         if not self.filters or min(self.filters) < 1 or self.latent < 1:
             raise ConfigError(
                 f"filters {self.filters} / latent {self.latent} must be positive, with at least "
@@ -163,18 +165,26 @@ def build_conv_autoencoder(config: ModelConfig, batch_size: int | None = None) -
     return keras.Model(inputs, members, name="conv_autoencoder_ensemble")
 
 
-def member_loss(members: int) -> Any:
-    """The training loss: "mse" for one member; for K, the mean of each member's MSE against
-    the same target (the target repeated K times on the channel axis), so every member learns
-    from its own error only."""
-    if members == 1:
-        return "mse"
+@keras.saving.register_keras_serializable(package="trainer")
+class MembersMSE(keras.losses.Loss):
+    """The mean of K members' MSEs against one target (repeated K times on the channel axis), so
+    every member learns from its own error only. Registered, so a saved model loads compiled."""
 
-    def members_mse(target: Any, output: Any) -> Any:
+    def __init__(self, members: int, name: str = "members_mse", **kwargs: Any) -> None:
+        super().__init__(name=name, **kwargs)
+        self.members = members
+
+    def call(self, y_true: Any, y_pred: Any) -> Any:
         ops = keras.ops
-        return ops.mean(ops.square(output - ops.tile(target, [1, 1, 1, members])), axis=-1)
+        return ops.mean(ops.square(y_pred - ops.tile(y_true, [1, 1, 1, self.members])), axis=-1)
 
-    return members_mse
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "members": self.members}
+
+
+def member_loss(members: int) -> Any:
+    """The training loss: "mse" for one member, :class:`MembersMSE` for several."""
+    return "mse" if members == 1 else MembersMSE(members)
 
 
 def _build_vae(config: ModelConfig, batch_size: int | None = None) -> keras.Model:
