@@ -266,7 +266,8 @@ def render() -> str:
     lines = [
         "# Detection quality", "",
         "Every number on this page comes from the JSON files in `benchmarks/results/`, written by",
-        "one command (about an hour on 2 CPU cores; `--quick` is a 7-minute smoke run):", "",
+        "one command (about two and a half hours on 2 CPU cores, most of it the three one-class "
+        "runs; `--quick` is a 7-minute smoke run):", "",
         "```bash", "python benchmarks/run_quality.py      # then this page: "
         "python benchmarks/quality_docs.py", "```", "",
         "int8 figures are scored through `edge.scoring.Scorer` on the exported bundle (what the "
