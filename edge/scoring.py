@@ -8,6 +8,7 @@ numbers the device computes.
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +52,12 @@ def reconstruction_mse(original: np.ndarray, reconstruction: np.ndarray,
     # np.mean's own arithmetic (pairwise sum, then one division) without its Python overhead,
     # which is a fifth of a batch-1 score.
     return np.add.reduce(rows, axis=1) / float(max(rows.shape[1], 1))
+
+
+def declared_members(input_shape: Sequence[Any], output_shape: Sequence[Any]) -> int:
+    """Members of a model, from the shapes it declares: K·C output channels for C input
+    channels (``reconstruction_mse`` then checks the whole shape)."""
+    return int(output_shape[-1]) // int(input_shape[-1])
 
 
 def member_mean(reconstruction: np.ndarray, members: int) -> np.ndarray:

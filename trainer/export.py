@@ -28,7 +28,7 @@ from sklearn.metrics import roc_auc_score
 
 from edge.bundle import BUNDLE_FILE, Threshold, load_bundle, write_bundle
 from edge.errors import ConfigError
-from edge.scoring import Scorer, reconstruction_mse
+from edge.scoring import Scorer, declared_members, reconstruction_mse
 from trainer.data import Dataset
 from trainer.fit import FitResult
 from trainer.quantize import Conversion, convert_all
@@ -88,8 +88,8 @@ def tflite_float_scores(float_blob: bytes, images_u8: np.ndarray) -> np.ndarray:
         interpreter.set_tensor(inp["index"], unit[i:i + 1])
         interpreter.invoke()
         reconstruction[i] = interpreter.get_tensor(out["index"])[0]
-    members = int(out["shape"][-1]) // int(inp["shape"][-1])  # K·C output channels for K members
-    return reconstruction_mse(unit, reconstruction, members)
+    return reconstruction_mse(unit, reconstruction,
+                              declared_members(inp["shape"], out["shape"]))
 
 
 def agreement_stats(float_scores: np.ndarray, int8_scores: np.ndarray,

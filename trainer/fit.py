@@ -22,7 +22,7 @@ import numpy as np
 from sklearn.decomposition import PCA
 
 from edge.errors import ConfigError, DataError
-from edge.scoring import reconstruction_mse
+from edge.scoring import declared_members, reconstruction_mse
 from trainer.backend import keras
 from trainer.data import Dataset
 from trainer.defaults import (
@@ -255,12 +255,14 @@ def init_output_bias(model: keras.Model, train_u8: np.ndarray, members: int = 1)
     steps then push every ReLU below zero to darken it, and the model ends up returning black
     whatever the input. Starting at the data's mean takes that push away.
     """
-    for member in range(members):
-        layer = model.get_layer(OUTPUT_LAYER + member_suffix(member))
+    layers = [model.get_layer(OUTPUT_LAYER + member_suffix(m)) for m in range(members)]
+    channels = layers[0].get_weights()[1].shape[0]
+    mean = np.clip(to_unit(train_u8).reshape(-1, channels).mean(axis=0),
+                   OUTPUT_MEAN_FLOOR, 1.0 - OUTPUT_MEAN_FLOOR)
+    logit = np.log(mean / (1.0 - mean))  # computed once: the same start for every member
+    for layer in layers:
         kernel, bias = layer.get_weights()
-        mean = np.clip(to_unit(train_u8).reshape(-1, bias.shape[0]).mean(axis=0),
-                       OUTPUT_MEAN_FLOOR, 1.0 - OUTPUT_MEAN_FLOOR)
-        layer.set_weights([kernel, np.log(mean / (1.0 - mean)).astype(bias.dtype)])
+        layer.set_weights([kernel, logit.astype(bias.dtype)])
 
 
 def to_unit(images_u8: np.ndarray) -> np.ndarray:
@@ -271,8 +273,7 @@ def float_scores(model: keras.Model, images_u8: np.ndarray) -> np.ndarray:
     """Reconstruction MSE of the float Keras model, the same definition the edge uses."""
     unit = to_unit(images_u8)
     reconstruction = model.predict(unit, batch_size=DEFAULT_BATCH_SIZE, verbose=0)
-    # A model of K members declares K·C output channels (trainer.model).
-    members = int(model.output_shape[-1]) // int(model.input_shape[-1])
+    members = declared_members(model.input_shape, model.output_shape)
     return reconstruction_mse(unit, np.asarray(reconstruction), members)
 
 

@@ -296,8 +296,8 @@ class Spool:
         conn.execute(
             "UPDATE counters SET value = value + ? WHERE name = 'dropped_total'", (count,)
         )
-        conn.execute("INSERT INTO drops(first_seq, last_seq, count) VALUES (?, ?, ?)",
-                     (int(first), int(cutoff_seq), int(count)))
+        conn.execute("INSERT INTO drops(first_seq, last_seq, count, reason) VALUES (?, ?, ?, ?)",
+                     (int(first), int(cutoff_seq), int(count), DROP_LIMITS))
         return DropReport(count=int(count), first_seq=int(first), last_seq=int(cutoff_seq),
                           reason=reason)
 
