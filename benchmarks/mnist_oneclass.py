@@ -6,7 +6,8 @@ of the reconstruction MSE. The same recipe (``quality_common.MNIST_RECIPE``) for
 the threshold is normals-only (``quantile:0.98`` of held-back training normals), at which TPR and
 TNR on the test split are reported too.
 
-    python benchmarks/mnist_oneclass.py [--digits 0,1,5] [--steps N] [--members K] [--out-json NAME]
+    python benchmarks/mnist_oneclass.py [--digits 0,1,5] [--steps N] [--members K] [--seed S]
+        [--out-json NAME]
 
 Needs ../shared/data/mnist-oneclass (exits 2 with a message when it is absent). Writes
 benchmarks/results/mnist_oneclass.json (or --out-json) and prints a table.
@@ -128,6 +129,9 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=None, help="override the recipe's steps")
     parser.add_argument("--members", type=int, default=None,
                         help="override the recipe's members (autoencoders in one model)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="training seed (weights, batches, held-back normals); the protocol's "
+                             "test split does not depend on it")
     parser.add_argument("--out-json", default="mnist_oneclass.json")
     parser.add_argument("--plot", default=str(IMG_DIR / "mnist_oneclass_auroc.png"))
     parser.add_argument("--plot-only", action="store_true",
@@ -143,6 +147,7 @@ def main() -> int:
         recipe["steps"] = args.steps
     if args.members:
         recipe["members"] = args.members
+    recipe["seed"] = args.seed
     digits = [int(d) for d in args.digits.split(",")]
     rows = []
     started = time.perf_counter()

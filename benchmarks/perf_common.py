@@ -21,6 +21,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -274,3 +275,53 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+class ThreadCpu:
+    """CPU time of each Python thread of this process, by thread name, while active.
+
+    Each thread started meanwhile adds its ``time.thread_time()`` when its ``run`` returns (exact,
+    not sampled); the calling thread (the processing loop) is measured from enter to exit.
+    Threads the interpreter library starts itself (XNNPACK's workers at 2 threads) are not Python
+    threads: the process total minus these is reported as "native".
+    """
+
+    def __init__(self, labels: dict[str, str]) -> None:
+        self.labels = labels  # thread name up to its first '-' → the label to report
+        self.seconds: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self._run: Any = None
+
+    def __enter__(self) -> ThreadCpu:
+        original = self._run = threading.Thread.run
+        record = self._add
+
+        def run(thread: threading.Thread) -> None:
+            try:
+                original(thread)
+            finally:
+                record(thread.name, time.thread_time())
+
+        threading.Thread.run = run  # type: ignore[method-assign,assignment]
+        self._main_started = time.thread_time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._add("processing loop + start-up", time.thread_time() - self._main_started)
+        threading.Thread.run = self._run  # type: ignore[method-assign]
+
+    def _add(self, name: str, seconds: float) -> None:
+        label = self.labels.get(name.split("-")[0], name)
+        with self._lock:
+            self.seconds[label] = self.seconds.get(label, 0.0) + seconds
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU time a process has used so far (Linux /proc; 0 where unreadable)."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text(encoding="ascii").rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

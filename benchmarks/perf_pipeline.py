@@ -23,7 +23,6 @@ import random
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -90,55 +89,6 @@ class Witness:
         return counts
 
 
-class ThreadCpu:
-    """CPU time of each Python thread of this process, by thread name, while active.
-
-    Each thread started meanwhile adds its ``time.thread_time()`` when its ``run`` returns (exact,
-    not sampled); the calling thread (the processing loop) is measured from enter to exit.
-    Threads the interpreter library starts itself (XNNPACK's workers at 2 threads) are not Python
-    threads: the process total minus these is reported as "native".
-    """
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-        self._lock = threading.Lock()
-        self._run: Any = None
-
-    def __enter__(self) -> ThreadCpu:
-        original = self._run = threading.Thread.run
-        record = self._add
-
-        def run(thread: threading.Thread) -> None:
-            try:
-                original(thread)
-            finally:
-                record(thread.name, time.thread_time())
-
-        threading.Thread.run = run  # type: ignore[method-assign,assignment]
-        self._main_started = time.thread_time()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._add("processing loop + start-up", time.thread_time() - self._main_started)
-        threading.Thread.run = self._run  # type: ignore[method-assign]
-
-    def _add(self, name: str, seconds: float) -> None:
-        label = THREAD_LABELS.get(name.split("-")[0], name)
-        with self._lock:
-            self.seconds[label] = self.seconds.get(label, 0.0) + seconds
-
-
-def cpu_seconds(pid: int | None) -> float:
-    """User + system CPU time a process has used so far (Linux /proc; 0 where unreadable)."""
-    if pid is None:
-        return 0.0
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text(encoding="ascii").rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def pipeline_pass(bundle: Path, replay: Path, broker: Any, work: Path, name: str,
                   threads: int) -> dict[str, Any]:
     """One ``edge run`` over the replay; frames/s, crops/s, stage latencies, messages seen, and
@@ -166,15 +116,15 @@ def pipeline_pass(bundle: Path, replay: Path, broker: Any, work: Path, name: str
                       encoding="utf-8")
     witness = Witness(broker.port, folder / "witness.log")
     others = {"broker": broker.pid, "witness": witness.process.pid}
-    cpu_before = {k: cpu_seconds(pid) for k, pid in others.items()}
+    cpu_before = {k: common.cpu_seconds(pid) for k, pid in others.items()}
     cpu_before["edge process"] = time.process_time()
     started = time.perf_counter()
-    with ThreadCpu() as by_thread:
+    with common.ThreadCpu(THREAD_LABELS) as by_thread:
         runtime = TimedRuntime(load_config(config))
         waits = time_waits(runtime)
         runtime.run()
     ended = time.perf_counter()
-    cpu = {k: cpu_seconds(pid) - cpu_before[k] for k, pid in others.items()}
+    cpu = {k: common.cpu_seconds(pid) - cpu_before[k] for k, pid in others.items()}
     cpu["edge process"] = time.process_time() - cpu_before["edge process"]
     seen = witness.settle()
     assert runtime.first_at is not None
@@ -286,20 +236,34 @@ def stage_rows(run: dict[str, Any]) -> list[list[str]]:
              common.fmt(latency[stage]["p99"], 3)] for stage in STAGES if stage in latency]
 
 
-def cpu_budget(run: dict[str, Any], bare_frames_per_s: float, threads: int) -> str:
-    """Where the CPU time of a frame went, and the ceiling that puts on the ratio."""
+def cpu_budget(run: dict[str, Any], bare_frames_per_s: float, threads: int,
+               decode_ms: float) -> str:
+    """Where the CPU time of a frame went, the ceiling that puts on the ratio, and what reaching
+    the target would leave for the work that is neither the invoke nor the PNG decode."""
     cpu = run["cpu_ms_per_frame"]
     total = sum(cpu.values())
+    cores = os.cpu_count() or 1
     # A bare invoke keeps ``threads`` cores busy for its whole duration.
     invoke = threads * common.MS_PER_S / bare_frames_per_s
     parts = ", ".join(f"{name} {value:.2f}" for name, value in cpu.items())
     edge = ", ".join(f"{name} {value:.2f}"
                      for name, value in run.get("edge_cpu_ms_per_frame_by_thread", {}).items())
+    # The target frame rate, spread over every core, allows this much CPU per frame in all.
+    budget = cores * common.MS_PER_S / (TARGET_RATIO * bare_frames_per_s)
+    fixed = invoke + decode_ms + cpu.get("broker", 0.0) + cpu.get("witness", 0.0)
+    left, rest = budget - fixed, total - fixed
+    verdict = (f"{left:.2f} for everything else (crops, decisions, spool, MQTT; measured: "
+               f"{rest:.2f})" if left > 0 else
+               "nothing for everything else: no split of the work over threads or processes "
+               "can meet it on this machine")
     return (f"{threads} thread(s), CPU per frame (core-ms): {parts} (edge process by thread: "
             f"{edge}); total {total:.2f}, of which "
-            f"the bare invoke needs {invoke:.2f}. On {os.cpu_count()} cores the pipeline cannot "
-            f"exceed {min(1.0, (os.cpu_count() or 1) * invoke / threads / total):.0%} of bare "
-            f"with this much CPU per frame (if all of it ran in parallel)")
+            f"the bare invoke needs {invoke:.2f}. On {cores} cores the pipeline cannot "
+            f"exceed {min(1.0, cores * invoke / threads / total):.0%} of bare "
+            f"with this much CPU per frame (if all of it ran in parallel). "
+            f"{TARGET_RATIO:.0%} of bare allows {budget:.2f} core-ms a frame on {cores} cores; "
+            f"the invoke, the PNG decode ({decode_ms:.2f}), broker and witness take "
+            f"{fixed:.2f} of it, leaving {verdict}")
 
 
 def wait_note(run: dict[str, Any], threads: int, label: str) -> str:
@@ -387,8 +351,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"fastest pipeline pass ({best_pipe['threads']} thread(s), "
         f"{best_pipe['crops_per_s']:,.0f} crops/s) ÷ fastest bare invoke "
         f"({best_bare:,.0f} crops/s): {best_pipe['crops_per_s'] / best_bare:.0%}",
-        *(cpu_budget(median[f"line-{t}"], bare_median[t] / crops_per_frame, t)
-          + " (line with defects)" for t in threads),
+        *(cpu_budget(median[f"line-{t}"], bare_median[t] / crops_per_frame, t,
+                     decode_s * common.MS_PER_S) + " (line with defects)" for t in threads),
         # At 1 thread only: with more, the loop also waits inside invoke for the library's own
         # worker threads, which these shares cannot tell apart.
         *(wait_note(median[f"{kind}-1"], 1, label) for kind, label in (

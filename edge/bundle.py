@@ -36,6 +36,7 @@ SCORE_DEFINITION = (
 )
 COLOR_MODES = ("grey", "rgb")
 RESIZE_RULES = ("bilinear",)
+NORMALISATIONS = ("x/255",)  # what the scorer applies; a bundle asking for another is refused
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,11 @@ class InputSpec:
         if self.resize not in RESIZE_RULES:
             raise BundleError(
                 f"input.resize is {self.resize!r}; this edge supports {RESIZE_RULES}."
+            )
+        if self.normalisation not in NORMALISATIONS:
+            raise BundleError(
+                f"input.normalisation is {self.normalisation!r}; this edge supports "
+                f"{NORMALISATIONS}. Re-export the bundle with a matching trainer."
             )
 
     @property
@@ -200,7 +206,9 @@ def _optional_float(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def _read_json(path: Path) -> tuple[Path, bytes, dict[str, Any]]:
+    """(the JSON file, its bytes, its object): read once, so that a signature is checked over
+    exactly the bytes that are then trusted."""
     if path.is_file():
         bundle_dir = path.parent
     elif path.is_dir():
@@ -217,12 +225,15 @@ def _read_json(path: Path) -> dict[str, Any]:
             f"{sorted(p.name for p in bundle_dir.iterdir())[:10]})."
         )
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        content = path.read_bytes()
+        data = json.loads(content.decode("utf-8"))
+    except OSError as exc:
+        raise BundleError(f"{path} cannot be read ({exc}).") from exc
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BundleError(f"{path} is not valid JSON ({exc}); re-export the bundle.") from exc
     if not isinstance(data, dict):
         raise BundleError(f"{path} holds a {type(data).__name__}, expected a JSON object.")
-    return data
+    return path, content, data
 
 
 def load_bundle(path: str | Path, *, verify: bool = True,
@@ -233,13 +244,14 @@ def load_bundle(path: str | Path, *, verify: bool = True,
     (edge/signing.py), checked before anything in it is trusted. Raises BundleError naming the
     file and the mismatch when anything is off.
     """
-    path = Path(path)
-    data = _read_json(path)
-    bundle_dir = path.parent if path.is_file() else path
+    json_path, content, data = _read_json(Path(path))
+    bundle_dir = json_path.parent
     if public_key is not None:
         from edge.signing import verify_bundle
 
-        verify_bundle(bundle_dir, public_key)
+        # The signature covers bundle.json's bytes; checking the bytes just read (whatever the
+        # file's name) means no other file, and no later change, can slip past it.
+        verify_bundle(bundle_dir, public_key, content)
     version = data.get("format_version")
     if version not in READABLE_VERSIONS:
         raise BundleError(
@@ -260,7 +272,7 @@ def load_bundle(path: str | Path, *, verify: bool = True,
             for m in data["models"]
         )
         name = str(data["name"])
-    except (KeyError, TypeError) as exc:
+    except (KeyError, TypeError, ValueError) as exc:
         raise BundleError(
             f"{bundle_dir}/{BUNDLE_FILE} lacks or mistypes a required field ({exc!r}); "
             "see docs/bundle.md for the format."

@@ -68,6 +68,21 @@ def _expand(paths: Sequence[str]) -> list[Path]:
     return result
 
 
+def _thread_count(text: str) -> int:
+    """``--threads``: a whole number in the range the config allows for ``num_threads``."""
+    from edge.config import MAX_THREADS
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= MAX_THREADS:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a thread count; give a whole number from 1 to {MAX_THREADS}, or "
+            "leave --threads out for the default (cores - 1, at least 1, at most 4)")
+    return value
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from edge.runtime import run_from_args
 
@@ -86,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("paths", nargs="+", help="image files or folders of images")
     score.add_argument("--json", action="store_true", help="one JSON object per line")
     score.add_argument("--backend", default=DEFAULT_BACKEND, choices=sorted(BACKENDS))
-    score.add_argument("--threads", type=int, default=None,
+    score.add_argument("--threads", type=_thread_count, default=None,
                        help="interpreter threads (default: cores - 1, at least 1, at most 4)")
     score.add_argument("--public-key", type=Path, default=None,
                        help="refuse the bundle unless it is signed by this Ed25519 key (PEM)")

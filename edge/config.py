@@ -188,6 +188,17 @@ class Picamera2SourceConfig(_SourceCommon):
     lores_size: Size = Field(default_factory=lambda: [640, 480])
     fps: float = Field(default=10.0, gt=0, le=120)
 
+    @model_validator(mode="after")
+    def _lores_within_main(self) -> Picamera2SourceConfig:
+        # picamera2 refuses this at configure() time, which would make every start attempt fail.
+        if any(lo > main for lo, main in zip(self.lores_size, self.main_size, strict=True)):
+            raise ValueError(
+                f"lores_size {self.lores_size} is larger than main_size {self.main_size} in "
+                "width or height; the camera's low-resolution stream may not exceed the main "
+                "stream. Make lores_size smaller or main_size larger."
+            )
+        return self
+
 
 SourceConfig = Annotated[
     FolderSourceConfig | OpenCVSourceConfig | Picamera2SourceConfig,
@@ -217,15 +228,23 @@ class GridConfig(_Strict):
     def _template_fields(self) -> GridConfig:
         allowed = {"row", "col", "index"}
         try:
-            fields = {f for _, f, _, _ in string.Formatter().parse(self.name_template) if f}
+            # An empty field ("{}") is a positional one: no value would fill it.
+            fields = {f for _, f, _, _ in string.Formatter().parse(self.name_template)
+                      if f is not None}
         except ValueError as exc:
             raise ValueError(f"name_template {self.name_template!r} is malformed ({exc})") from exc
         if not fields & {"row", "col", "index"} or fields - allowed:
+            found = ", ".join("{" + f + "}" for f in sorted(fields)) or "none"
             raise ValueError(
                 f"name_template {self.name_template!r} must use {{row}} and {{col}} or {{index}} "
-                f"and nothing else (found fields {sorted(fields)})"
+                f"and nothing else (found {found})"
             )
-        bad = [n for n in grid_names(1, 1, self.name_template) if not CROP_NAME.fullmatch(n)]
+        try:
+            names = grid_names(1, 1, self.name_template)
+        except (ValueError, IndexError, KeyError) as exc:  # e.g. a format spec for strings
+            raise ValueError(f"name_template {self.name_template!r} cannot be filled in with "
+                             f"row, col and index numbers ({exc})") from exc
+        bad = [n for n in names if not CROP_NAME.fullmatch(n)]
         if bad:
             raise ValueError(
                 f"name_template {self.name_template!r} gives names like {bad[0]!r}; crop names "

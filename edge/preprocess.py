@@ -34,6 +34,9 @@ BILINEAR_SUPPORT = 1.0  # the triangle filter's radius in input pixels, before w
 # Random crops per geometry on which the matrix resize is compared with Pillow before use.
 RESIZE_PROBE_CROPS = 8
 RESIZE_PROBE_SEED = 20240611
+# Pillow modes with more than 8 bits per sample (I;16*, 32-bit integer, float): refused.
+WIDE_MODES = ("I", "F")
+WIDE_MODES_TEXT = "16- or 32-bit integer or floating-point samples"
 
 
 def load_image(path: str | Path) -> np.ndarray:
@@ -46,6 +49,14 @@ def load_image(path: str | Path) -> np.ndarray:
         with Image.open(path) as opened:
             opened.load()
             image: Image.Image = opened
+            if image.mode.startswith(WIDE_MODES):
+                # Pillow's convert("L") clips these to 0..255 instead of scaling them, which
+                # would turn a 16-bit frame white without a word.
+                raise ImageError(
+                    f"{path}: {image.mode!r} pixels ({WIDE_MODES_TEXT}) are not supported; "
+                    "models take 8-bit images. Save the frames as 8-bit grey or RGB (scaled to "
+                    "0..255 for the camera's bit depth) or set the camera to an 8-bit format."
+                )
             if image.mode not in ("L", "RGB"):
                 image = image.convert("RGB" if "A" in image.mode or image.mode in ("P", "CMYK",
                                       "YCbCr", "RGBA", "LA") else "L")

@@ -77,11 +77,12 @@ def load_public_key(path: Path) -> Any:
     return key
 
 
-def verify_bundle(bundle_dir: Path, public_key_path: Path) -> None:
-    """Raise BundleError unless ``bundle.sig`` is a valid signature of ``bundle.json``."""
+def verify_bundle(bundle_dir: Path, public_key_path: Path, content: bytes | None = None) -> None:
+    """Raise BundleError unless ``bundle.sig`` is a valid signature of ``content`` (the bytes of
+    ``bundle.json`` the caller read and will trust; read here when not given)."""
+    key = load_public_key(public_key_path)  # first: it says how to install cryptography
     from cryptography.exceptions import InvalidSignature
 
-    key = load_public_key(public_key_path)
     signature_path = bundle_dir / SIGNATURE_FILE
     if not signature_path.is_file():
         raise BundleError(
@@ -95,7 +96,8 @@ def verify_bundle(bundle_dir: Path, public_key_path: Path) -> None:
     except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
         raise BundleError(f"{signature_path} is not a base64 signature ({exc}).") from exc
     try:
-        key.verify(signature, (bundle_dir / BUNDLE_FILE).read_bytes())
+        key.verify(signature, content if content is not None
+                   else (bundle_dir / BUNDLE_FILE).read_bytes())
     except InvalidSignature as exc:
         raise BundleError(
             f"{signature_path} does not match {bundle_dir / BUNDLE_FILE} for the public key "

@@ -75,6 +75,30 @@ def _first_frame_size(config: DeviceConfig) -> tuple[int, int, str] | None:
     return None
 
 
+def _source_path_problem(config: DeviceConfig) -> str | None:
+    """A replay folder or video file that is not there (``edge run`` would retry it for ever,
+    degraded, which suits a disk mounted late but not a typo)."""
+    source = config.source
+    if isinstance(source, FolderSourceConfig):
+        from edge.sources.folder import list_images
+
+        if not source.path.is_dir():
+            found = "a file" if source.path.exists() else "nothing"
+            return (f"source.path: {source.path} is not a folder (found {found} there); create "
+                    "it, mount it or fix the path (relative paths start at the config's folder)")
+        if not list_images(source.path, source.recursive):
+            from edge.preprocess import IMAGE_SUFFIXES
+
+            return (f"source.path: {source.path} holds no images "
+                    f"({', '.join(IMAGE_SUFFIXES)}{', recursive' if source.recursive else ''}); "
+                    "put the frames to replay there")
+    if (isinstance(source, OpenCVSourceConfig) and source.path is not None
+            and not source.path.is_file()):
+        return (f"source.path: no video file at {source.path}; fix the path (a camera goes "
+                "in index, a stream in url or url_env)")
+    return None
+
+
 def _check(config: DeviceConfig, problems: list[str]) -> list[str]:
     """Run every offline check; append problems; return summary lines."""
     from edge.bundle import load_bundle
@@ -99,6 +123,9 @@ def _check(config: DeviceConfig, problems: list[str]) -> list[str]:
     except ProjectError as exc:
         problems.append(f"bundle: {exc}")
     lines.append(f"source {create_source(config.source).describe()}")
+    source_problem = _source_path_problem(config)
+    if source_problem is not None:
+        problems.append(source_problem)
     if isinstance(config.source, OpenCVSourceConfig) and config.source.url_env is not None:
         import os
 

@@ -75,6 +75,20 @@ def test_truncated_png_fails_clearly_or_decodes_exactly(tmp_path: Path, cut: int
         assert np.array_equal(image, np.full((40, 40), 128, np.uint8))
 
 
+@pytest.mark.parametrize("mode", ["I;16", "I", "F"])
+def test_images_with_more_than_8_bits_are_refused_not_clipped(tmp_path: Path, mode: str) -> None:
+    # Pillow's convert("L") would clip a 16-bit gradient to white: scored as garbage, silently.
+    path = tmp_path / ("frame.png" if mode == "I;16" else "frame.tiff")
+    gradient = np.linspace(0, 65535 if mode != "F" else 1.0, 64 * 64).reshape(64, 64)
+    Image.fromarray(gradient.astype({"I;16": np.uint16, "I": np.int32, "F": np.float32}[mode])
+                    ).save(path)
+    with Image.open(path) as written:
+        assert written.mode == mode
+    with pytest.raises(ImageError, match=r"not supported; models take 8-bit images") as caught:
+        load_image(path)
+    assert str(path) in str(caught.value)
+
+
 def test_missing_file_is_an_image_error(tmp_path: Path) -> None:
     with pytest.raises(ImageError, match="not found"):
         load_image(tmp_path / "nope.png")
@@ -220,6 +234,9 @@ def test_other_format_version_is_refused_naming_both(bundle_copy: Path, version:
     lambda d: d["normal_scores"].update(std=-1.0),
     lambda d: d.update(normal_scores=[1, 2]),
     lambda d: d.update(score="reconstruction_mse"),
+    lambda d: d["models"][0].update(batch_size="one"),
+    lambda d: d["models"][0].update(bytes="12kB"),
+    lambda d: d["input"].update(normalisation="x/127.5-1"),  # the scorer applies x/255 only
 ])
 def test_damaged_bundle_json_is_a_bundle_error(bundle_copy: Path, edit) -> None:  # type: ignore[no-untyped-def]
     document = json.loads((bundle_copy / "bundle.json").read_text())

@@ -160,6 +160,26 @@ def test_name_template_must_give_topic_safe_names(runtime_write):
     assert "layout.grid: name_template 'well/{index}'" in message
 
 
+@pytest.mark.parametrize(("template", "found"), [
+    ("r{row}c{col}{}", "{}"), ("r{row}c{col}{0}", "{0}"), ("r{row}{col.real}", "{col.real}")])
+def test_name_template_with_a_field_no_value_fills_is_a_config_error(runtime_write, template,
+                                                                     found):
+    text = problems_of(runtime_write(layout_extra=f'name_template = "{template}"'))
+    assert "name_template" in text and found in text
+
+
+def test_name_template_with_a_string_format_spec_is_a_config_error(runtime_write):
+    text = problems_of(runtime_write(layout_extra='name_template = "r{row:s}c{col}"'))
+    assert "cannot be filled in" in text
+
+
+def test_picamera2_lores_larger_than_main_is_refused(runtime_write, runtime_bundle):
+    camera = 'kind = "picamera2"\nmain_size = [320, 240]\nlores_size = [640, 480]'
+    text = problems_of(runtime_write(config_text(runtime_bundle, "frames").replace(
+        'kind = "folder"\npath = "frames"', camera)))
+    assert "lores_size [640, 480] is larger than main_size [320, 240]" in text
+
+
 def test_opencv_needs_exactly_one_input(runtime_write):
     text = runtime_write().read_text().replace('kind = "folder"\npath = "frames"',
                                                'kind = "opencv"\nindex = 0\nurl = "rtsp://x/y"')

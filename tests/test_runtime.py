@@ -268,6 +268,31 @@ def test_validate_config_lists_problems_and_exits_1(tmp_path, runtime_bundle, mo
     assert "bogus: unknown key" in capsys.readouterr().err
 
 
+def test_validate_config_names_a_replay_folder_or_video_that_is_not_there(
+        tmp_path, runtime_bundle, capsys):
+    path = write_config(tmp_path, runtime_bundle)
+    text = path.read_text()
+    cases = [("frames", "missing", "is not a folder (found nothing there)"),
+             ("frames", "empty", "holds no images"),
+             ('kind = "folder"\npath = "frames"', 'kind = "opencv"\npath = "line.mp4"',
+              "no video file at")]
+    (tmp_path / "empty").mkdir()
+    for old, new, expected in cases:
+        path.write_text(text.replace(old, new, 1))
+        assert cli_main(["run", "--config", str(path), "--validate-config"]) == 1
+        err = capsys.readouterr().err
+        assert "source.path" in err and expected in err, err
+
+
+@pytest.mark.parametrize("threads", ["0", "-2", "two", "65"])
+def test_edge_score_with_a_thread_count_out_of_range_is_a_usage_error(runtime_bundle, capsys,
+                                                                      threads):
+    with pytest.raises(SystemExit) as caught:
+        cli_main(["score", str(runtime_bundle), "frame.png", "--threads", threads])
+    assert caught.value.code == 2
+    assert "give a whole number from 1 to 64" in capsys.readouterr().err
+
+
 def test_validate_config_checks_the_bundle_hash(tmp_path, runtime_bundle, capsys):
     import shutil
 

@@ -63,6 +63,28 @@ def test_bundle_edited_after_signing_is_refused(bundle: Path, keys: dict[str, Pa
         load_bundle(bundle, public_key=keys["ours_pub"])
 
 
+def test_another_json_file_beside_a_signed_bundle_is_refused(bundle: Path,
+                                                            keys: dict[str, Path]) -> None:
+    # bundle.json is signed; a config naming a look-alike file must not borrow that signature.
+    sign_bundle(bundle, keys["ours"])
+    document = json.loads((bundle / "bundle.json").read_text())
+    document["threshold"]["high"] *= 10
+    (bundle / "other.json").write_text(json.dumps(document))
+    with pytest.raises(BundleError, match="changed after signing"):
+        load_bundle(bundle / "other.json", public_key=keys["ours_pub"])
+    assert load_bundle(bundle / "bundle.json", public_key=keys["ours_pub"]).name == "demo-wells"
+
+
+def test_a_key_without_the_cryptography_package_says_how_to_install_it(
+        bundle: Path, keys: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    sign_bundle(bundle, keys["ours"])
+    for name in [m for m in sys.modules if m == "cryptography" or m.startswith("cryptography.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "cryptography", None)  # as on a device without [signing]
+    with pytest.raises(ConfigError, match=r"pip install 'edge-anomaly\[signing\]'"):
+        load_bundle(bundle, public_key=keys["ours_pub"])
+
+
 def test_garbage_signature_and_wrong_key_type_are_clear_errors(bundle: Path, tmp_path: Path,
                                                                keys: dict[str, Path]) -> None:
     (bundle / SIGNATURE_FILE).write_text("not base64 !!\n")
@@ -76,11 +98,16 @@ def test_garbage_signature_and_wrong_key_type_are_clear_errors(bundle: Path, tmp
 
 def test_validate_config_refuses_an_unsigned_bundle(bundle: Path, tmp_path: Path,
                                                     keys: dict[str, Path]) -> None:
+    from PIL import Image
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    Image.new("L", (280, 200), 128).save(frames / "frame_0.png")  # a tray-sized frame to replay
     config = tmp_path / "device.toml"
     config.write_text(
         f'device_id = "signed-1"\nbundle = "{bundle}"\n'
         f'bundle_public_key = "{keys["ours_pub"]}"\n'
-        f'[source]\nkind = "folder"\npath = "{tmp_path}"\n'
+        f'[source]\nkind = "folder"\npath = "{frames}"\n'
         "[layout.grid]\nregion = [20, 20, 240, 160]\nrows = 4\ncols = 6\n")
     command = [sys.executable, "-m", "edge", "run", "--config", str(config), "--validate-config"]
     refused = subprocess.run(command, capture_output=True, text=True, timeout=60)

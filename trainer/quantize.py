@@ -57,8 +57,10 @@ def representative_batches(images_u8: np.ndarray, batch_size: int,
     rng = np.random.default_rng(seed)
     count = min(len(images_u8), REPRESENTATIVE_SAMPLES)
     chosen = images_u8[rng.permutation(len(images_u8))[:count]]
-    batches = max(1, count // batch_size)
-    # Fewer crops than one batch: repeat them so the fixed-batch graph still gets full batches.
+    # Every crop chosen is seen, whatever the batch size: the last batch is filled up by
+    # repeating crops (which moves no min/max), so the models for batch 1, 8, 24… calibrate on
+    # the same crops, get the same scales, and score a crop the same whatever its frame's size.
+    batches = -(-count // batch_size)
     needed = batches * batch_size
     if len(chosen) < needed:
         chosen = np.resize(chosen, (needed, *chosen.shape[1:]))
