@@ -87,6 +87,7 @@ class EventWriter:
         self._cond = threading.Condition()
         self._closing = False
         self._thread = threading.Thread(target=self._main, name="event-writer", daemon=True)
+        self._group_committed = False  # the group being written is in the spool already
 
     def start(self) -> None:
         self._thread.start()
@@ -139,7 +140,9 @@ class EventWriter:
                     self._cond.notify_all()
         except BaseException as exc:  # a defect: keep it for the processing thread
             with self._cond:
-                stranded = len(group) + len(self._pending)
+                # A group whose commit went through is stored (and will be sent), whatever
+                # failed after it (its states, the status refresh).
+                stranded = (0 if self._group_committed else len(group)) + len(self._pending)
                 self.error = exc
                 self._cond.notify_all()
             log.critical("the event writer stopped: %r; the events of %d decided frame(s) were "
@@ -147,6 +150,7 @@ class EventWriter:
 
     def _write(self, group: list[DecidedFrame]) -> None:
         started = time.monotonic()
+        self._group_committed = False
         wanted = [[i for i, d in enumerate(item.decided) if is_event(d)] for item in group]
         fields = [self.event_fields(item.frame, item.decided[i])
                   for item, indices in zip(group, wanted, strict=True) for i in indices]
@@ -156,6 +160,7 @@ class EventWriter:
                 results = self.sink.submit_events(fields)
             except PublishError as exc:  # the spool took none of them (disk full, read-only)
                 results = [exc] * len(fields)
+        self._group_committed = True
         at = 0
         for item, indices in zip(group, wanted, strict=True):
             ids = self._take_results(item, indices, results[at:at + len(indices)])

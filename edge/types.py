@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -9,6 +10,16 @@ from typing import Any
 import numpy as np
 
 EVENT_SCHEMA = "anomaly-event/1"
+
+
+# What encoding an event can raise: NaN or a value JSON cannot hold (ValueError, TypeError), a
+# timestamp out of datetime's range (OverflowError, OSError).
+UNENCODABLE = (ValueError, TypeError, OverflowError, OSError)
+
+
+def encode_json(payload: dict[str, Any]) -> bytes:
+    """Compact UTF-8 JSON, NaN refused (JSON has no NaN; a subscriber's parser would choke)."""
+    return json.dumps(payload, separators=(",", ":"), allow_nan=False).encode("utf-8")
 
 
 def utc_iso(timestamp: float) -> str:
@@ -116,3 +127,8 @@ class Event:
         }
         payload.update(self.extra)
         return payload
+
+    def encoded(self) -> bytes:
+        """:meth:`to_payload` as published; raises one of :data:`UNENCODABLE` for an event that
+        cannot be (NaN, a timestamp out of range, a value JSON cannot hold)."""
+        return encode_json(self.to_payload())

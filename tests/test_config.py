@@ -180,6 +180,15 @@ def test_picamera2_lores_larger_than_main_is_refused(runtime_write, runtime_bund
     assert "lores_size [640, 480] is larger than main_size [320, 240]" in text
 
 
+@pytest.mark.parametrize("host", ["broker..local", "", "  ", "a" * 64 + ".plant"])
+def test_a_broker_host_no_resolver_can_take_is_a_config_error(runtime_write, host):
+    # paho would raise UnicodeError on its network thread and die there, silently.
+    path = runtime_write()
+    path.write_text(path.read_text().replace('host = "127.0.0.1"', f'host = "{host}"'))
+    text = problems_of(path)
+    assert "mqtt.host" in text and "is not a host name or IP address" in text
+
+
 def test_opencv_needs_exactly_one_input(runtime_write):
     text = runtime_write().read_text().replace('kind = "folder"\npath = "frames"',
                                                'kind = "opencv"\nindex = 0\nurl = "rtsp://x/y"')

@@ -160,3 +160,21 @@ def test_a_defect_on_the_writer_thread_reaches_the_caller(caplog) -> None:
     writer.close()
     assert "the event writer stopped" in caplog.text
     assert "the events of 1 decided frame(s) were not stored" in caplog.text
+
+
+def test_a_defect_after_the_commit_does_not_call_stored_events_lost(caplog) -> None:
+    sink = GatedSink()
+
+    def broken_state(crop: str, payload: dict[str, Any]) -> None:
+        raise RuntimeError("bug in publish_state")
+
+    sink.publish_state = broken_state  # type: ignore[method-assign]
+    writer, _ = make_writer(sink)
+    writer.put(decided(0, {"a"}))
+    deadline = time.monotonic() + WAIT_S
+    while writer.error is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    writer.close()
+    assert sink.commits == [["f0/a"]]  # stored: the spool has it and will send it
+    assert "bug in publish_state" in caplog.text
+    assert "the events of 0 decided frame(s) were not stored" in caplog.text

@@ -315,6 +315,52 @@ def test_a_stored_event_that_cannot_be_read_is_announced_as_a_gap(
     assert wait_until(lambda: pub.spool.unreported_drops() is None)
 
 
+def test_a_row_that_cannot_even_be_set_aside_does_not_hold_back_a_window_of_one(
+    mqtt_broker: Broker, mqtt_subscriber_factory: Callable[..., Subscriber], tmp_path: Path,
+    publishers: list[MqttPublisher], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from edge.publish.spool import Spool
+
+    config = make_config(mqtt_broker.port, tmp_path, max_inflight=1)
+    offline = MqttPublisher(config, DEVICE, BUNDLE, base_dir=tmp_path)
+    offline.submit_event(**event_fields(0))  # seq 1
+    offline.spool._conn.execute(  # seq 2: damaged on disk
+        "INSERT INTO events(event_id, created_at, payload) VALUES ('bad', ?, '{')",
+        (time.time(),))
+    offline.submit_event(**event_fields(2))  # seq 3
+    offline.close()
+    attempts: list[int] = []
+
+    def failing_disk(self: Spool, seq: int, body: str, err: Exception) -> None:
+        attempts.append(seq)
+        raise PublishError("disk I/O error (a failing SD card, simulated)")
+
+    monkeypatch.setattr(Spool, "_set_aside", failing_disk)
+    sub = mqtt_subscriber_factory(mqtt_broker, [f"anomaly/{DEVICE}/events"])
+    start_publisher(config, tmp_path, publishers)
+    # Each pass reads one row: the bad one must be stepped over, not read again and again.
+    assert sub.wait_for(lambda ms: len(ms) >= 2, WAIT_S)
+    assert [m.json()["seq"] for m in sub.on_topic("/events")] == [1, 3]
+    assert 1 <= len(attempts) <= 3, len(attempts)  # once per pass over the spool, not a spin
+
+
+def test_the_cause_of_an_outage_after_a_working_connection_is_a_warning(
+    mqtt_broker_factory: Callable[..., Broker], tmp_path: Path,
+    publishers: list[MqttPublisher], caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="edge")
+    broker = mqtt_broker_factory()
+    pub = start_publisher(make_config(broker.port, tmp_path), tmp_path, publishers)
+    assert wait_until(lambda: pub.connection_state == "connected")
+    broker.stop()
+    assert wait_until(lambda: "cannot reach MQTT broker" in (pub.last_error or ""))
+    time.sleep(1.5)  # more failed attempts: those stay at DEBUG
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("lost the connection" in w for w in warnings), warnings
+    causes = [w for w in warnings if "cannot reach MQTT broker" in w]
+    assert len(causes) == 1 and "ConnectionRefusedError" in causes[0], warnings
+
+
 def test_tls_with_password_against_a_real_broker(
     mqtt_broker_factory: Callable[..., Broker], mqtt_subscriber_factory: Callable[..., Subscriber],
     tmp_path: Path, publishers: list[MqttPublisher], monkeypatch: pytest.MonkeyPatch,

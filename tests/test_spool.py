@@ -236,9 +236,10 @@ def test_an_unreadable_row_is_set_aside_and_the_events_after_it_still_go_out(
             conn.execute("INSERT INTO events(event_id, created_at, payload) VALUES (?, ?, ?)",
                          (f"bad-{len(body)}", time.time(), body))
     last = spool.append(event_fields(2))
-    events, rows = spool.pending_rows(limit=3)
+    pending = spool.pending_rows(limit=3)
     # Three rows read, one event: the sender must not take this for "nothing more to send".
-    assert [e.seq for e in events] == [first.seq] and rows == 3
+    assert [e.seq for e in pending.events] == [first.seq] and pending.rows == 3
+    assert pending.last_seq == 3 and pending.bodies == [pending.events[0].encoded()]
     assert [e.seq for e in spool.pending()] == [first.seq, last.seq]
     assert spool.depth() == 2  # the two rows left the events table ...
     with sqlite3.connect(spool.path) as conn:  # ... for the rejected one, with the reason
@@ -261,6 +262,36 @@ def test_an_unreadable_row_is_set_aside_and_the_events_after_it_still_go_out(
     spool.mark_reported(aged)
     assert spool.unreported_drops() == gap
     spool.close()
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("score", "NaN"), ("timestamp", '"2026-01-01T00:00:00Z"'), ("timestamp", "1e300")])
+def test_a_row_that_reads_but_cannot_be_encoded_is_set_aside_too(
+        tmp_path: Path, field: str, value: str) -> None:
+    # Python's JSON reader takes NaN and the Event takes any timestamp: such a row used to fail
+    # at send time, on every pass, holding back every event after it.
+    spool = Spool(tmp_path / "spool.db", SpoolConfig())
+    bad = spool.append(event_fields(0))
+    later = spool.append(event_fields(1))
+    body = json.loads(spool._conn.execute("SELECT payload FROM events WHERE seq = ?",
+                                          (bad.seq,)).fetchone()[0])
+    body[field] = "@"
+    spool._conn.execute("UPDATE events SET payload = ? WHERE seq = ?",
+                        (json.dumps(body).replace('"@"', value), bad.seq))
+    pending = spool.pending_rows()
+    assert [e.seq for e in pending.events] == [later.seq] and pending.rows == 2
+    assert json.loads(pending.bodies[0])["seq"] == later.seq
+    reasons = [r for (r,) in spool._conn.execute("SELECT reason FROM rejected")]
+    assert len(reasons) == 1 and f"seq {bad.seq} could not be read" in reasons[0]
+    spool.close()
+
+
+def test_a_damaged_spool_file_says_so_and_how_to_recover(tmp_path: Path) -> None:
+    path = tmp_path / "spool.db"
+    path.write_bytes(b"this is not a database, it was overwritten " * 200)
+    with pytest.raises(PublishError, match=r"The file is damaged .*\.recover") as caught:
+        Spool(path, SpoolConfig())
+    assert "disk is not full" not in str(caught.value)
 
 
 def test_a_limits_drop_over_a_set_aside_seq_does_not_swallow_its_warning(tmp_path: Path) -> None:

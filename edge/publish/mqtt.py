@@ -129,6 +129,8 @@ class MqttPublisher:
         # count as announced only once the broker has the warning.
         self._warning_inflight: tuple[int, DropReport] | None = None
         self._refusals = 0
+        # The first failed connect of an outage says why at WARNING; later retries at DEBUG.
+        self._outage_cause_logged = False
         self._denials = 0  # denied publishes since the broker last accepted an event
         self._denied_reason = ""  # reason code text of the latest denied publish
         self._stopping = threading.Event()
@@ -314,6 +316,7 @@ class MqttPublisher:
             self._set_backoff(self.config.reconnect_min_s, self.config.reconnect_max_s)
             self._refusals = 0
         self.connection_state, self.last_error = _CONNECTED, None
+        self._outage_cause_logged = False
         log.info("MQTT connected to %s:%d; %d messages in flight on the previous connection "
                  "dropped, unacked events are re-sent from the spool in seq order",
                  self.config.host, self.config.port, len(dropped))
@@ -347,7 +350,8 @@ class MqttPublisher:
     @_guarded
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         if self.connection_state != _REFUSED:
-            first = self.last_error is None
+            first = not self._outage_cause_logged
+            self._outage_cause_logged = True
             # paho calls this from its except block: the OSError (refused, DNS, TLS) is still set.
             cause = sys.exc_info()[1]
             because = f" ({cause!r})" if cause is not None else ""
@@ -451,6 +455,7 @@ class MqttPublisher:
     def _denial_over(self) -> None:
         self._denials = 0
         self.connection_state, self.last_error = _CONNECTED, None
+        self._outage_cause_logged = False
         log.info("MQTT broker %s:%d accepts events again; delivery resumed",
                  self.config.host, self.config.port)
 
@@ -549,13 +554,13 @@ class MqttPublisher:
         if (room <= 0 or not sender.more_pending or not self._connected
                 or sender.epoch != self._epoch):
             return
-        events, rows = self.spool.pending_rows(after_seq=sender.sent_upto, limit=room)
+        pending = self.spool.pending_rows(after_seq=sender.sent_upto, limit=room)
         sender.spool_worked = True
-        sender.more_pending = rows == room  # rows, not events: unreadable rows were set aside
-        if len(events) < rows:
+        # Rows, not events: unreadable rows were set aside.
+        sender.more_pending = pending.rows == room
+        if len(pending.events) < pending.rows:
             self._report_drops()  # the gap the set-aside rows leave (spool_unreadable)
-        for event in events:
-            body = payloads.encode(event.to_payload())
+        for event, body in zip(pending.events, pending.bodies, strict=True):
             with self._send_lock:
                 if not self._connected or sender.epoch != self._epoch:
                     return
@@ -564,6 +569,10 @@ class MqttPublisher:
                 return  # kept in the spool; the next CONNACK restarts the pass
             sender.inflight[info.mid] = event.seq
             sender.sent_upto = event.seq
+        # Past rows that could be neither read nor set aside (a failing disk) too: read again
+        # at once they would spin this loop and hold back every event after them. The next
+        # pass (a reconnect) tries them again.
+        sender.sent_upto = max(sender.sent_upto, pending.last_seq)
 
 
 class _SenderState:

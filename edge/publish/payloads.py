@@ -20,7 +20,7 @@ import paho.mqtt.client as mqtt
 
 from edge.errors import PublishError
 from edge.publish.settings import AuthConfig, MqttConfig, TlsConfig
-from edge.types import Event, utc_iso
+from edge.types import UNENCODABLE, Event, encode_json, utc_iso
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +60,7 @@ class Topics:
         return f"{self.base}/crops/{crop}/state"
 
 
-def encode(payload: dict[str, Any]) -> bytes:
-    """Compact UTF-8 JSON, NaN refused (JSON has no NaN; a subscriber's parser would choke)."""
-    return json.dumps(payload, separators=(",", ":"), allow_nan=False).encode("utf-8")
+encode = encode_json  # every payload is written the same way
 
 
 def _finite_or_none(value: Any) -> Any:
@@ -235,8 +233,8 @@ def event_problem(fields: dict[str, Any], max_payload_bytes: int,
     """(why this event cannot be sent or None, its encoded size in bytes; 0 if not encodable)."""
     probe = Event(event_id="0" * 36, seq=SEQ_SIZE_BOUND, **fields)
     try:
-        size = len(encode(probe.to_payload()))
-    except (TypeError, ValueError) as err:
+        size = len(probe.encoded())
+    except UNENCODABLE as err:
         return (f"event for crop {fields.get('crop')!r} cannot be encoded as JSON: {err}. "
                 "Scores and thresholds must be finite numbers (no NaN or infinity) and extra "
                 "fields plain JSON values."), 0

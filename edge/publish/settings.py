@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class _Strict(BaseModel):
@@ -65,6 +65,21 @@ class MqttConfig(_Strict):
     tls: TlsConfig | None = None
     auth: AuthConfig | None = None
     spool: SpoolConfig = SpoolConfig()
+
+    @field_validator("host")
+    @classmethod
+    def _host_is_a_name_or_address(cls, host: str) -> str:
+        # paho resolves it on its network thread, where a name DNS cannot take (an empty or
+        # over-long label) raises UnicodeError: the thread would die and nothing be sent.
+        try:
+            if not host.strip():
+                raise UnicodeError("it is empty")
+            host.encode("idna")
+        except UnicodeError as exc:
+            raise ValueError(
+                f"{host!r} is not a host name or IP address ({exc}); give the broker's name "
+                "(e.g. broker.plant.local) or address (e.g. 192.168.1.10)") from exc
+        return host
 
     @model_validator(mode="after")
     def _backoff_in_order(self) -> MqttConfig:

@@ -29,7 +29,7 @@ from typing import Any
 
 from edge.errors import PublishError
 from edge.publish.settings import SpoolConfig
-from edge.types import Event
+from edge.types import UNENCODABLE, Event
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +77,21 @@ CREATE TABLE IF NOT EXISTS drops (
 # dropped_total: ever dropped by the limits (persists across restarts).
 _COUNTERS = ("dropped_total",)
 DROP_LIMITS = "limits"  # dropped by max_events / max_age_s
+# SQLITE_CORRUPT, SQLITE_NOTADB: the file itself is damaged; no free space or permission helps.
+DAMAGED_CODES = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
 DROP_UNREADABLE = "unreadable"  # a stored row that could not be read, set aside into rejected
 # Spools written before the drops table kept the unannounced drops in these counters.
 _LEGACY_UNREPORTED = ("unreported_count", "unreported_first", "unreported_last")
+
+
+@dataclass(frozen=True)
+class Pending:
+    """One read of unacknowledged events (:meth:`Spool.pending_rows`)."""
+
+    events: list[Event]  # readable, encodable ones, in seq order
+    bodies: list[bytes]  # each event's payload as published
+    rows: int  # rows read, set-aside ones included: rows < limit means the spool ran out
+    last_seq: int  # the last seq read (after_seq when none): the next read starts after it
 
 
 @dataclass(frozen=True)
@@ -107,6 +119,14 @@ class Spool:
         self._conn = self._open()
 
     def _fail(self, action: str, err: Exception) -> PublishError:
+        if getattr(err, "sqlite_errorcode", None) in DAMAGED_CODES:
+            return PublishError(
+                f"event spool {action} failed at '{self.path}': {err}. The file is damaged (not "
+                "a disk-space or permission problem). Stop the edge service, move the file aside "
+                f"(recover what it holds with: sqlite3 '{self.path}' .recover | sqlite3 "
+                "recovered.db) and start again: a new spool is created. Its seq starts again at "
+                "1, so subscribers that drop events by seq must reset (docs/mqtt.md)."
+            )
         return PublishError(
             f"event spool {action} failed at '{self.path}': {err}. "
             "Check that the directory exists, is writable by this process and that the disk is "
@@ -303,11 +323,12 @@ class Spool:
 
     def pending(self, after_seq: int = 0, limit: int = 100) -> list[Event]:
         """Events not yet acknowledged with seq > after_seq, in seq order."""
-        return self.pending_rows(after_seq, limit)[0]
+        return self.pending_rows(after_seq, limit).events
 
-    def pending_rows(self, after_seq: int = 0, limit: int = 100) -> tuple[list[Event], int]:
-        """:meth:`pending`, and how many rows it read: fewer events than rows means rows that
-        could not be read were set aside, not that the spool ran out."""
+    def pending_rows(self, after_seq: int = 0, limit: int = 100) -> Pending:
+        """:meth:`pending` with each event's payload as published, how many rows were read and
+        the last seq read. A row that cannot be read or encoded is set aside (see
+        :meth:`_set_aside`): fewer events than rows does not mean that the spool ran out."""
         with self._lock:
             try:
                 rows = self._conn.execute(
@@ -316,12 +337,20 @@ class Spool:
                 ).fetchall()
             except sqlite3.Error as err:
                 raise self._fail("read", err) from err
-        events, unreadable = [], []
+        events: list[Event] = []
+        bodies: list[bytes] = []
+        unreadable = []
         for seq, eid, body in rows:
             try:
-                events.append(Event(event_id=eid, seq=seq, **json.loads(body)))
-            except (ValueError, TypeError) as exc:  # damaged, or written by another version
+                event = Event(event_id=eid, seq=seq, **json.loads(body))
+                # Encoded here, not at send time: a row that cannot be (NaN, a timestamp out of
+                # range) must be set aside like a damaged one, not fail every send after it.
+                encoded = event.encoded()
+            except UNENCODABLE as exc:  # damaged, or written by another version
                 unreadable.append((seq, body, exc))
+            else:
+                events.append(event)
+                bodies.append(encoded)
         for seq, body, problem in unreadable:
             try:
                 self._set_aside(seq, body, problem)
@@ -331,7 +360,8 @@ class Spool:
                     log.error("spool row seq %d cannot be read (%s) and could not be set aside "
                               "(%s); it is skipped and the events after it are sent", seq,
                               problem, err)
-        return events, len(rows)
+        last_seq = int(rows[-1][0]) if rows else after_seq
+        return Pending(events, bodies, len(rows), last_seq)
 
     def _set_aside(self, seq: int, body: str, err: Exception) -> None:
         """Move an event row that cannot be read into ``rejected`` so that it does not block
