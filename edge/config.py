@@ -25,7 +25,6 @@ from urllib.parse import urlsplit
 from pydantic import (
     AfterValidator,
     BaseModel,
-    ConfigDict,
     Field,
     PlainValidator,
     ValidationError,
@@ -36,7 +35,7 @@ from pydantic import (
 
 from edge.errors import ConfigError
 from edge.layout import grid_boxes, grid_names
-from edge.publish.settings import MqttConfig
+from edge.publish.settings import MqttConfig, StrictModel
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -81,10 +80,6 @@ PixelBox = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=4, max_
 Size = Annotated[list[Annotated[int, Field(ge=8, le=16384)]], Field(min_length=2, max_length=2)]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
 def _thread_count(value: Any) -> int | Literal["auto"]:
     """``num_threads``: "auto" or a whole number 1..MAX_THREADS (one message, not one per type)."""
     if value == "auto":
@@ -94,7 +89,7 @@ def _thread_count(value: Any) -> int | Literal["auto"]:
     raise ValueError(f'must be "auto" or a whole number from 1 to {MAX_THREADS} (found {value!r})')
 
 
-class ScorerConfig(_Strict):
+class ScorerConfig(StrictModel):
     """``[scorer]``: which inference backend runs the bundle's int8 model."""
 
     # The same names as edge.backends.BACKENDS; a test keeps the two lists in step.
@@ -121,7 +116,7 @@ def auto_threads() -> int:
     return max(1, min(AUTO_THREADS_MAX, cores - 1))
 
 
-class _SourceCommon(_Strict):
+class _SourceCommon(StrictModel):
     """Keys every source kind shares: queueing, stall detection and retry backoff."""
 
     queue_frames: int = Field(default=QUEUE_FRAMES, ge=1, le=1024)
@@ -212,7 +207,7 @@ SOURCE_MODELS: dict[str, type[_SourceCommon]] = {
 SOURCE_KINDS = tuple(SOURCE_MODELS)
 
 
-class GridConfig(_Strict):
+class GridConfig(StrictModel):
     """``[layout.grid]``: rows × cols equal cells inside ``region``; see edge/layout.py."""
 
     region: PixelBox
@@ -254,14 +249,14 @@ class GridConfig(_Strict):
         return self
 
 
-class NamedBox(_Strict):
+class NamedBox(StrictModel):
     """One ``[[layout.boxes]]`` or ``[[layout.ignore]]`` entry: a name and [x, y, w, h] px."""
 
     name: str = Field(default="", pattern=CROP_NAME_PATTERN)
     box: PixelBox
 
 
-class LayoutConfig(_Strict):
+class LayoutConfig(StrictModel):
     """``[layout]``: which parts of a frame are scored, as a grid and/or named boxes."""
 
     grid: GridConfig | None = None
@@ -289,7 +284,7 @@ class LayoutConfig(_Strict):
         return names
 
 
-class ThresholdOverride(_Strict):
+class ThresholdOverride(StrictModel):
     """A threshold set in the config instead of the bundle's; ``reason`` is logged at startup."""
 
     high: float | None = Field(default=None, ge=0)
@@ -305,7 +300,7 @@ class ThresholdOverride(_Strict):
         return self
 
 
-class DecisionConfig(_Strict):
+class DecisionConfig(StrictModel):
     """``[decision]``: debounce (k of the last n frames) and hysteresis; see edge/decision.py."""
 
     k: int = Field(default=1, ge=1)
@@ -322,12 +317,12 @@ class DecisionConfig(_Strict):
         return self
 
 
-class LoggingConfig(_Strict):
+class LoggingConfig(StrictModel):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["text", "json"] = "text"
 
 
-class DeviceConfig(_Strict):
+class DeviceConfig(StrictModel):
     """The whole device config file."""
 
     device_id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")

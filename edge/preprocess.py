@@ -34,6 +34,9 @@ BILINEAR_SUPPORT = 1.0  # the triangle filter's radius in input pixels, before w
 # Random crops per geometry on which the matrix resize is compared with Pillow before use.
 RESIZE_PROBE_CROPS = 8
 RESIZE_PROBE_SEED = 20240611
+# Decoded frames above this many pixels are refused (Pillow's own guard only warns up to twice
+# its MAX_IMAGE_PIXELS and decodes); far beyond any inspection camera's working size.
+MAX_PIXELS = 50_000_000
 # Pillow modes with more than 8 bits per sample (I;16*, 32-bit integer, float): refused.
 WIDE_MODES = ("I", "F")
 WIDE_MODES_TEXT = "16- or 32-bit integer or floating-point samples"
@@ -42,25 +45,19 @@ WIDE_MODES_TEXT = "16- or 32-bit integer or floating-point samples"
 def load_image(path: str | Path) -> np.ndarray:
     """Decode an image file into a uint8 array, (H, W) for grey or (H, W, 3) for colour.
 
-    Raises ImageError naming the file when it is missing, truncated or not an image.
+    Raises ImageError naming the file when it is missing, truncated, not an image, too large or
+    not 8-bit.
     """
     path = Path(path)
     try:
-        with Image.open(path) as opened:
-            opened.load()
-            image: Image.Image = opened
-            if image.mode.startswith(WIDE_MODES):
-                # Pillow's convert("L") clips these to 0..255 instead of scaling them, which
-                # would turn a 16-bit frame white without a word.
-                raise ImageError(
-                    f"{path}: {image.mode!r} pixels ({WIDE_MODES_TEXT}) are not supported; "
-                    "models take 8-bit images. Save the frames as 8-bit grey or RGB (scaled to "
-                    "0..255 for the camera's bit depth) or set the camera to an 8-bit format."
-                )
-            if image.mode not in ("L", "RGB"):
-                image = image.convert("RGB" if "A" in image.mode or image.mode in ("P", "CMYK",
-                                      "YCbCr", "RGBA", "LA") else "L")
-            array = np.asarray(image, dtype=np.uint8)
+        array = _decode(path)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        # The warning is raised only where warnings are errors (tests); _decode refuses the
+        # sizes Pillow merely warns about itself.
+        raise ImageError(
+            f"{path}: {exc} Frames this large are not decoded; replace the file or save it at the "
+            f"camera's working size (at most {MAX_SIDE_PX} px a side, {MAX_PIXELS:,} pixels)."
+        ) from exc
     except FileNotFoundError as exc:
         raise ImageError(f"{path}: file not found.") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
@@ -69,6 +66,40 @@ def load_image(path: str | Path) -> np.ndarray:
             f"image; replace or remove it (readable formats: {', '.join(IMAGE_SUFFIXES)})."
         ) from exc
     return check_frame(array, origin=str(path))
+
+
+def _decode(path: Path) -> np.ndarray:
+    with Image.open(path) as opened:
+        # The header's size, before decoding: a file that claims a huge size costs nothing.
+        width, height = opened.size
+        check_size(width, height, origin=str(path))
+        if width * height > MAX_PIXELS:
+            raise ImageError(
+                f"{path}: {width}×{height} px is more than {MAX_PIXELS:,} pixels; frames this "
+                "large are not decoded. Save them at the camera's working size."
+            )
+        opened.load()
+        image: Image.Image = opened
+        if image.mode.startswith(WIDE_MODES):
+            # Pillow's convert("L") clips these to 0..255 instead of scaling them, which would
+            # turn a 16-bit frame white without a word.
+            raise ImageError(
+                f"{path}: {image.mode!r} pixels ({WIDE_MODES_TEXT}) are not supported; models "
+                "take 8-bit images. Save the frames as 8-bit grey or RGB (scaled to 0..255 for "
+                "the camera's bit depth) or set the camera to an 8-bit format."
+            )
+        if image.mode not in ("L", "RGB"):
+            image = image.convert("RGB" if "A" in image.mode or image.mode in (
+                "P", "CMYK", "YCbCr", "RGBA", "LA") else "L")
+        return np.asarray(image, dtype=np.uint8)
+
+
+def check_size(width: int, height: int, *, origin: str = "frame") -> None:
+    """Raise ImageError unless both sides are within MIN_SIDE_PX..MAX_SIDE_PX."""
+    if not (MIN_SIDE_PX <= height <= MAX_SIDE_PX and MIN_SIDE_PX <= width <= MAX_SIDE_PX):
+        raise ImageError(
+            f"{origin}: size {width}×{height} px is outside {MIN_SIDE_PX}..{MAX_SIDE_PX} px."
+        )
 
 
 def check_frame(array: np.ndarray, *, origin: str = "frame") -> np.ndarray:
@@ -84,10 +115,7 @@ def check_frame(array: np.ndarray, *, origin: str = "frame") -> np.ndarray:
             f"{origin}: shape {array.shape} is not an image; expected (H, W) grey or (H, W, 3)."
         )
     height, width = array.shape[:2]
-    if not (MIN_SIDE_PX <= height <= MAX_SIDE_PX and MIN_SIDE_PX <= width <= MAX_SIDE_PX):
-        raise ImageError(
-            f"{origin}: size {width}×{height} px is outside {MIN_SIDE_PX}..{MAX_SIDE_PX} px."
-        )
+    check_size(width, height, origin=origin)
     return array
 
 

@@ -58,6 +58,9 @@ class BrokerOptions:
     acl_file: Path | None = None  # re-read by the broker on reload() (SIGHUP)
 
 
+RELOAD_LOG_LINE = "Reloading config"  # what mosquitto logs when it handles SIGHUP
+
+
 class Broker:
     """One mosquitto process; ``kill()`` is SIGKILL (a crash), ``restart()`` reuses port + state."""
 
@@ -125,9 +128,23 @@ class Broker:
             self.proc.send_signal(signal.SIGSTOP)
 
     def reload(self) -> None:
-        """SIGHUP: mosquitto re-reads its password and ACL files, clients stay connected."""
+        """SIGHUP: mosquitto re-reads its password and ACL files, clients stay connected.
+
+        Returns once the broker logged the reload: it re-reads the files in the same turn of
+        its (single-threaded) loop, so every packet it handles after that sees the new rules.
+        """
         if self.proc and self.proc.poll() is None:
+            before = self._log_text().count(RELOAD_LOG_LINE)
             self.proc.send_signal(signal.SIGHUP)
+            deadline = time.monotonic() + BROKER_START_TIMEOUT_S
+            while self._log_text().count(RELOAD_LOG_LINE) <= before:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"mosquitto did not log {RELOAD_LOG_LINE!r} within "
+                                       f"{BROKER_START_TIMEOUT_S} s of SIGHUP")
+                time.sleep(POLL_S)
+
+    def _log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def restart(self) -> Broker:
         self.kill()

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tomllib
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import array_shapes, arrays
@@ -85,6 +86,65 @@ def test_images_with_more_than_8_bits_are_refused_not_clipped(tmp_path: Path, mo
     with Image.open(path) as written:
         assert written.mode == mode
     with pytest.raises(ImageError, match=r"not supported; models take 8-bit images") as caught:
+        load_image(path)
+    assert str(path) in str(caught.value)
+
+
+def _encoded(fmt: str) -> bytes:
+    buffer = io.BytesIO()
+    pixels = np.random.default_rng(0).integers(0, 256, (24, 32), dtype=np.uint8)
+    Image.fromarray(pixels).save(buffer, fmt)
+    return buffer.getvalue()
+
+
+ENCODED = {fmt: _encoded(fmt) for fmt in ("PNG", "BMP", "TIFF", "JPEG")}
+
+
+@FAST
+@given(fmt=st.sampled_from(sorted(ENCODED)), data=st.data())
+# Pillow warns about damage it reads past (corrupt EXIF, a TIFF tag beyond the end of the file);
+# on the device that is a warning on stderr, not an error, so it is not one here either.
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_damaged_real_images_fail_clearly_or_decode_to_a_usable_frame(
+        tmp_path: Path, fmt: str, data: st.DataObject) -> None:
+    # Real files with bytes changed, headers included (sizes, bit depths, compression): the
+    # decoder gets far into them, unlike random bytes, which it rejects at the magic number.
+    blob = bytearray(ENCODED[fmt])
+    for _ in range(data.draw(st.integers(1, 4))):
+        blob[data.draw(st.integers(0, min(len(blob) - 1, 64)))] = data.draw(st.integers(0, 255))
+    path = tmp_path / f"frame.{fmt.lower()}"
+    path.write_bytes(bytes(blob))
+    try:
+        image = load_image(path)
+    except ImageError as exc:
+        assert str(path) in str(exc)
+    else:
+        assert image.dtype == np.uint8 and image.ndim in (2, 3)
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (struct.pack(">I", len(body)) + kind + body
+                + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+            + chunk(b"IDAT", zlib.compress(b"\0" * 100)) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize(("width", "height"), [(16000, 16000), (10000, 10000), (8000, 8000),
+                                             (20000, 100)])
+def test_a_file_claiming_a_huge_size_is_an_image_error_before_decoding(
+        tmp_path: Path, width: int, height: int) -> None:
+    # 57 bytes that claim 16000×16000 px: Pillow's decompression-bomb guard (an error past
+    # 179 M pixels, only a warning from 89 M), the pixel limit and the side limit all answer
+    # with an ImageError, before any decoding.
+    path = tmp_path / "bomb.png"
+    path.write_bytes(_png_header_only(width, height))
+    with pytest.raises(ImageError) as caught:
         load_image(path)
     assert str(path) in str(caught.value)
 
@@ -162,9 +222,26 @@ def test_any_config_value_is_accepted_or_a_config_error_naming_the_key(
     path = tmp_path / "device.toml"
     path.write_text(_config_text(tmp_path, key, value))
     try:
-        load_config(path)
+        config = load_config(path)
     except ConfigError as exc:
         assert key.split(".")[-1] in str(exc), str(exc)
+        return
+    # Accepted: then the config holds exactly the value written (a number may turn from 2.0 to
+    # 2), never a boolean read as a count or a string read as a number.
+    loaded: object = config
+    for part in key.split("."):
+        loaded = getattr(loaded, part)
+    written = tomllib.loads(f"v = {value}")["v"]
+    assert not isinstance(written, bool), (key, value, loaded)
+    assert loaded == written, (key, value, loaded)
+
+
+def test_a_boolean_for_a_number_is_a_config_error_naming_the_key(tmp_path: Path) -> None:
+    for key in ("mqtt.port", "layout.grid.rows", "decision.k", "source.fps"):
+        path = tmp_path / "device.toml"
+        path.write_text(_config_text(tmp_path, key, "true"))
+        with pytest.raises(ConfigError, match=rf"{key.split('.')[-1]} = true: expected a number"):
+            load_config(path)
 
 
 @FAST

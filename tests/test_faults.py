@@ -7,11 +7,13 @@ The promise checked: every stored event arrives, in seq order, duplicates only b
 from __future__ import annotations
 
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable
+from contextlib import suppress
 from pathlib import Path
 from typing import IO, Any
 
@@ -194,3 +196,52 @@ def test_disk_full_is_a_clear_error_and_the_publisher_keeps_going(
         _assert_complete("disk full", sent, sub)
     finally:
         publisher.close()
+
+
+def test_the_runtime_on_a_full_spool_keeps_deciding_and_says_why(
+    mqtt_broker: Broker, mqtt_subscriber_factory: Callable[..., Subscriber], tmp_path: Path,
+    runtime_bundle: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The whole runtime with the real publisher, spool and broker, on a disk that is full from
+    the first event: every event is refused — counted, logged, degraded with the reason — the
+    states still go out, and the run ends normally."""
+    from runtime_support import config_text, write_frames
+
+    from edge.config import load_config
+    from edge.runtime import Runtime, mqtt_publisher
+
+    write_frames(tmp_path / "frames", [((0, 0),), ((0, 1),), ()])  # 4 events: see test_runtime
+    path = tmp_path / "device.toml"
+    path.write_text(config_text(runtime_bundle, "frames", mqtt=f"port = {mqtt_broker.port}\n"
+                                "stats_interval_s = 0.05"), encoding="utf-8")
+    sub = mqtt_subscriber_factory(mqtt_broker, ["anomaly/line-1/#"], client_id="fault-sub-full")
+
+    # Pages smaller than one event: every event needs a page of its own, so once no page is
+    # left, none fits anywhere (with 4 KiB pages a few would still fit in the table's page).
+    with sqlite3.connect(tmp_path / "spool.db") as conn:
+        conn.execute("PRAGMA page_size = 512")
+        conn.execute("CREATE TABLE filler(b BLOB)")
+
+    def full_disk(*args: Any) -> Any:
+        publisher = mqtt_publisher(*args)
+        conn = publisher.spool._conn  # SQLITE_FULL from here on, as on a full disk ...
+        conn.execute(f"PRAGMA max_page_count={conn.execute('PRAGMA page_count').fetchone()[0]}")
+        for size in (512, 64, 8, 1):  # ... with no room left in the pages it has either
+            with suppress(sqlite3.OperationalError):
+                while True:
+                    conn.execute("INSERT INTO filler VALUES (zeroblob(?))", (size,))
+        return publisher
+
+    runtime = Runtime(load_config(path), publisher_factory=full_disk)
+    assert runtime.run() == 0
+    assert sub.wait_for(lambda ms: any(m.topic.endswith("/status") and m.json()["status"]
+                                       == "offline" for m in ms), DELIVERY_TIMEOUT_S)
+    assert not sub.on_topic("/events")
+    assert max(m.json()["events_failed"] for m in sub.on_topic("/stats")) == 4
+    assert caplog.text.count("NOT stored") == 4
+    statuses = [m.json() for m in sub.on_topic("/status")]
+    degraded = [s for s in statuses if s["status"] == "degraded"]
+    assert degraded and "event spool refused an event" in degraded[0]["reason"]
+    assert "disk is full" in degraded[0]["reason"]
+    states = [m.json() for m in sub.messages if m.topic.endswith("/state")]
+    assert sum(s["state"] == "anomaly" and s["event_id"] is None for s in states) >= 1

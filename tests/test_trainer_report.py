@@ -38,12 +38,27 @@ def test_report_cli_writes_four_small_pngs(trainer_bundle: Path, trainer_mvtec_d
             assert image.format == "PNG" and min(image.size) > 100
 
 
-def test_histogram_draws_both_band_edges(tmp_path: Path) -> None:
+def test_histogram_draws_both_band_edges(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import trainer.report as report
+
+    drawn: list[dict[str, object]] = []
+    save = report._save
+
+    def keep_lines(fig, path):  # type: ignore[no-untyped-def]
+        # Vertical lines: x data is (value, value). Read before the figure is closed.
+        drawn.extend({"x": tuple(line.get_xdata()), "label": line.get_label()}
+                     for line in fig.axes[0].get_lines())
+        return save(fig, path)
+
+    monkeypatch.setattr(report, "_save", keep_lines)
     rng = np.random.default_rng(0)
     path = plot_score_histogram(rng.normal(0.01, 0.002, 200), rng.normal(0.03, 0.01, 50),
                                 tmp_path / "h.png", high=0.015, low=0.005)
     with Image.open(path) as image:
         assert image.format == "PNG"
+    edges = {line["x"]: line["label"] for line in drawn}
+    assert set(edges) == {(0.015, 0.015), (0.005, 0.005)}, drawn
+    assert "0.015" in str(edges[(0.015, 0.015)]) and "0.005" in str(edges[(0.005, 0.005)])
 
 
 def test_report_without_anomalies_says_so(trainer_bundle: Path, tmp_path: Path,

@@ -7,16 +7,46 @@ holds them, and they are read only when the client connects.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 
-class _Strict(BaseModel):
+def _admits_bool(annotation: Any) -> bool:
+    """Whether a field's type takes a boolean (bool, bool | None, Literal[True, …], Any)."""
+    if annotation is bool or annotation is Any:
+        return True
+    if get_origin(annotation) is Literal:
+        return any(isinstance(arg, bool) for arg in get_args(annotation))
+    return any(_admits_bool(arg) for arg in get_args(annotation))
+
+
+class StrictModel(BaseModel):
+    """Base of every config section: unknown keys are errors, values are frozen, and a TOML
+    boolean is not taken for a number (pydantic would read ``port = true`` as port 1)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_boolean_for_a_number(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key, value in data.items():
+                field = cls.model_fields.get(key)
+                if (isinstance(value, bool) and field is not None
+                        and not _admits_bool(field.annotation)):
+                    raise ValueError(f"{key} = {str(value).lower()}: expected a number or a "
+                                     "string, not a boolean")
+        return data
 
-class TlsConfig(_Strict):
+
+class TlsConfig(StrictModel):
     """TLS towards the broker. Paths may be relative to the config file."""
 
     ca_file: Path | None = None
@@ -25,7 +55,7 @@ class TlsConfig(_Strict):
     insecure_skip_verify: bool = False
 
 
-class AuthConfig(_Strict):
+class AuthConfig(StrictModel):
     """Username and password come from the environment or from files, never from the TOML."""
 
     username_env: str | None = None
@@ -34,7 +64,7 @@ class AuthConfig(_Strict):
     password_file: Path | None = None
 
 
-class SpoolConfig(_Strict):
+class SpoolConfig(StrictModel):
     """Durable store-and-forward of decided events (SQLite, WAL)."""
 
     path: Path = Path("spool.db")
@@ -42,7 +72,7 @@ class SpoolConfig(_Strict):
     max_age_s: float = Field(default=7 * 24 * 3600.0, gt=0)
 
 
-class MqttConfig(_Strict):
+class MqttConfig(StrictModel):
     """Broker connection, topics and delivery limits (docs/mqtt.md).
 
     ``max_inflight``: events published but not yet acknowledged (PUBACK). ``max_payload_bytes``:
