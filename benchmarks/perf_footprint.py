@@ -159,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     starts: list[dict[str, float]] = []
-    with LocalBroker("mosquitto") as broker:
+    with LocalBroker() as broker:
         run = run_edge(python, config_file(folder, bundle, replay, broker.port, "perf-rss"),
                        folder / "rss.json", None)
         for index in range(QUICK_STARTS if args.quick else STARTS):

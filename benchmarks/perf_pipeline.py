@@ -300,7 +300,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     scored: dict[int, list[float]] = {t: [] for t in threads}
     passes: dict[str, list[dict[str, Any]]] = {f"{kind}-{t}": [] for kind in replays
                                                for t in threads}
-    with LocalBroker("mosquitto") as broker:
+    with LocalBroker() as broker:
         for round_no in range(rounds):
             jobs = [f"reference-{t}" for t in threads] + list(passes)
             order.shuffle(jobs)

@@ -6,6 +6,7 @@ can print it as one line and exit non-zero without a traceback.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 
@@ -57,6 +58,7 @@ class PublishError(ProjectError):
 
 
 SIGINT_EXIT_CODE = 130  # the shell's convention for a process ended by Ctrl-C
+BROKEN_PIPE_EXIT_CODE = 141  # 128 + SIGPIPE: what a shell reports for a reader that went away
 
 
 def run_command(prog: str, command: Callable[[], int]) -> int:
@@ -69,3 +71,9 @@ def run_command(prog: str, command: Callable[[], int]) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return SIGINT_EXIT_CODE
+    except BrokenPipeError:
+        # The reader went away (``edge score … | head``): stop quietly, as Unix tools do, and
+        # keep Python from complaining again when it flushes stdout at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return BROKEN_PIPE_EXIT_CODE

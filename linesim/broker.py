@@ -1,16 +1,20 @@
-"""A local MQTT broker for the demo: Mosquitto on a free port, or the pure-Python amqtt broker
-when Mosquitto is not installed. The plant's broker, in miniature."""
+"""A local MQTT broker for the demo and the benchmarks: Mosquitto on a free port, the plant's
+broker in miniature.
+
+Only Mosquitto: the edge speaks MQTT 5 (a v5 PUBACK is how a broker's ACL says "no", see
+docs/mqtt.md), which the pure-Python brokers on PyPI (amqtt) do not, so a fallback to one would
+accept the connection attempt and deliver nothing."""
 
 from __future__ import annotations
 
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import BinaryIO
 
 READY_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 5.0
@@ -31,48 +35,29 @@ def find_mosquitto() -> str | None:
     return next((p for p in MOSQUITTO_PATHS if Path(p).exists()), None)
 
 
-def _amqtt_command() -> list[str] | None:
-    script = Path(sys.executable).with_name("amqtt")
-    return [str(script)] if script.exists() else None
-
-
 class LocalBroker:
     """Starts a broker bound to 127.0.0.1 on a free port; use as a context manager."""
 
-    def __init__(self, prefer: str = "auto") -> None:
-        if prefer not in ("auto", "mosquitto", "amqtt"):
-            raise ValueError(f"prefer must be auto, mosquitto or amqtt; got {prefer!r}")
-        self.prefer = prefer
+    def __init__(self) -> None:
         self.port = free_port()
         self.kind = ""
         self._dir = Path(tempfile.mkdtemp(prefix="broker-"))
         self._process: subprocess.Popen[bytes] | None = None
+        self._log: BinaryIO | None = None
 
     def start(self) -> LocalBroker:
-        mosquitto = find_mosquitto() if self.prefer in ("auto", "mosquitto") else None
-        if mosquitto:
-            config = self._dir / "mosquitto.conf"
-            config.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n")
-            command = [mosquitto, "-c", str(config)]
-            self.kind = "mosquitto"
-        else:
-            amqtt = _amqtt_command() if self.prefer in ("auto", "amqtt") else None
-            if amqtt is None:
-                raise RuntimeError(
-                    "no MQTT broker available: install Mosquitto (apt install mosquitto) or the "
-                    "pure-Python fallback (pip install 'edge-anomaly[demo]')."
-                )
-            config = self._dir / "amqtt.yaml"
-            config.write_text(
-                "listeners:\n  default:\n    type: tcp\n"
-                f"    bind: 127.0.0.1:{self.port}\n"
-                "plugins:\n  amqtt.plugins.authentication.AnonymousAuthPlugin:\n"
-                "    allow_anonymous: true\n"
+        mosquitto = find_mosquitto()
+        if mosquitto is None:
+            raise RuntimeError(
+                "no MQTT broker: Mosquitto is not installed. Install it (Debian/Raspberry Pi OS: "
+                "sudo apt install mosquitto mosquitto-clients) and run again."
             )
-            command = [*amqtt, "-c", str(config)]
-            self.kind = "amqtt"
-        log = (self._dir / "broker.log").open("wb")
-        self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        config = self._dir / "mosquitto.conf"
+        config.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n")
+        command = [mosquitto, "-c", str(config)]
+        self.kind = "mosquitto"
+        self._log = (self._dir / "broker.log").open("wb")
+        self._process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT)
         self._wait_ready()
         return self
 
@@ -103,6 +88,10 @@ class LocalBroker:
                 self._process.kill()
                 self._process.wait()
         self._process = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        shutil.rmtree(self._dir, ignore_errors=True)  # its config and log
 
     def __enter__(self) -> LocalBroker:
         return self.start()

@@ -3,7 +3,7 @@
 1. generate normal well crops and train the int8 bundle on them (trainer.fit_bundle);
 2. generate a different stretch of the line — trays with spills, cracks, under-filled wells and
    foreign objects — as a replay folder with ground truth;
-3. start a broker on a free port (Mosquitto, or amqtt when Mosquitto is missing);
+3. start a Mosquitto broker on a free port;
 4. subscribe to the device's topics with an independent client;
 5. run ``edge run --config …`` as its own process over the replay;
 6. print every message the subscriber received and summarise per-well TPR / TNR against ground
@@ -206,7 +206,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help=f"optimiser steps (default {DEMO_STEPS})")
     parser.add_argument("--threshold", default="quantile:0.995")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--broker", choices=("auto", "mosquitto", "amqtt"), default="auto")
     parser.add_argument("--bundle", type=Path, default=None,
                         help="use this bundle instead of training one (e.g. models/demo-wells)")
     parser.add_argument("--export-example", action="store_true",
@@ -230,7 +229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{scene.rows}×{scene.cols} wells) in {frames}")
 
     (out / "spool.db").unlink(missing_ok=True)
-    with LocalBroker(args.broker) as broker:
+    with LocalBroker() as broker:
         print(f"==> broker: {broker.kind} on 127.0.0.1:{broker.port}")
         received = Received()
         witness = subscribe(broker.port, "anomaly", received)

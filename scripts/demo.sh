@@ -4,6 +4,6 @@
 # summarise per-well TPR / TNR against ground truth. Output goes to demo-out/.
 source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"
 cd "$ROOT"
-ensure_mosquitto || echo "==> falling back to the embedded pure-Python broker (amqtt)"
-ensure_venv "trainer,demo"
+ensure_mosquitto || { echo "error: the demo needs the Mosquitto broker; install it (apt install mosquitto mosquitto-clients) and run again." >&2; exit 1; }
+ensure_venv "trainer"
 exec "$PY" "$ROOT/scripts/demo.py" "$@"

@@ -329,3 +329,24 @@ def test_input_spec_that_disagrees_with_the_model_is_refused(bundle_copy: Path) 
     (bundle_copy / "bundle.json").write_text(json.dumps(document))
     with pytest.raises(BundleError, match="declares"):
         Scorer(load_bundle(bundle_copy))
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def test_edge_score_into_a_reader_that_goes_away_ends_quietly(tmp_path: Path) -> None:
+    # `edge score … | head -1`: the reader closes the pipe; a traceback there helps nobody.
+    import subprocess
+    import sys
+
+    for index in range(400):  # more output than a pipe buffer and Python's own buffer
+        Image.fromarray(np.full((32, 32), index % 256, np.uint8)).save(tmp_path / f"{index}.png")
+    process = subprocess.Popen([sys.executable, "-m", "edge", "score", str(EXAMPLE), str(tmp_path)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.readline()
+    process.stdout.close()
+    with process.stderr:
+        stderr = process.stderr.read().decode()
+    assert process.wait(timeout=60) == 141, stderr
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr, stderr

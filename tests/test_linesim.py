@@ -65,3 +65,18 @@ def test_write_scene_and_crops_round_trip(tmp_path: Path) -> None:
     assert counts["train/good"] == 8
     assert sum(n for folder, n in counts.items() if folder.startswith("test/")) == 8
     assert not any((tmp_path / "crops" / "train").glob("*/*spill*"))
+
+
+def test_the_local_broker_listens_and_leaves_nothing_behind() -> None:
+    import socket
+
+    from linesim.broker import LocalBroker, find_mosquitto
+
+    if find_mosquitto() is None:
+        pytest.skip("Mosquitto is not installed (scripts/test.sh installs it)")
+    with LocalBroker() as broker:
+        workdir = broker._dir
+        with socket.create_connection(("127.0.0.1", broker.port), timeout=2):
+            pass
+        assert broker.kind == "mosquitto" and workdir.is_dir()
+    assert broker.pid is None and not workdir.exists()  # no /tmp/broker-* left per demo run
