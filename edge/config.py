@@ -185,7 +185,13 @@ class Picamera2SourceConfig(_SourceCommon):
 
     @model_validator(mode="after")
     def _lores_within_main(self) -> Picamera2SourceConfig:
-        # picamera2 refuses this at configure() time, which would make every start attempt fail.
+        # picamera2 refuses these at configure() time, which would make every start attempt fail.
+        odd = [f"{name} {size}" for name, size in (("main_size", self.main_size),
+                                                   ("lores_size", self.lores_size))
+               if any(side % 2 for side in size)]
+        if odd:
+            raise ValueError(f"{' and '.join(odd)}: the camera's streams need even widths and "
+                             "heights (YUV420); use e.g. [640, 480]")
         if any(lo > main for lo, main in zip(self.lores_size, self.main_size, strict=True)):
             raise ValueError(
                 f"lores_size {self.lores_size} is larger than main_size {self.main_size} in "

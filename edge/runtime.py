@@ -105,12 +105,15 @@ class Runtime:
         self.bundle = bundle if bundle is not None else load_bundle(
             config.bundle, public_key=config.bundle_public_key)
         self.bundle_info = {"name": self.bundle.name, "sha256": self.bundle.sha256}
+        self.source = create_source(config.source)
+        problem = self.source.colour_problem(self.bundle.input.color_mode)
+        if problem is not None:  # before any interpreter is built: nothing to clean up
+            raise ConfigError(problem)
         self.scorer = Scorer(self.bundle, backend=config.scorer.backend,
                              num_threads=config.scorer.threads())
         self.layout = Layout.from_config(config.layout)
         boxes = dict(self.layout.boxes)
         self.decisions = DecisionEngine(self.layout.names, boxes, self.bundle, config.decision)
-        self.source = create_source(config.source)
         self.stop_event = threading.Event()  # ends capture and processing
         self._stop_requested = threading.Event()  # a signal: also cuts the final flush short
         self.retrying = RetryingSource(self.source, initial_s=config.source.retry_initial_s,

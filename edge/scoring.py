@@ -8,6 +8,7 @@ numbers the device computes.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -43,12 +44,13 @@ def reconstruction_mse(original: np.ndarray, reconstruction: np.ndarray,
             + (f" (expected {expected} for {members} members)" if members > 1 else ""))
     if members > 1:  # (N, ..., K, C) against (N, ..., 1, C): broadcast, no copy of the original
         original = original.reshape(*original.shape[:-1], 1, original.shape[-1])
-        reconstruction = reconstruction.reshape(*original.shape[:-2], members, -1)
+        reconstruction = reconstruction.reshape(*original.shape[:-2], members,
+                                                original.shape[-1])
     # One float64 temporary, squared in place: the same numbers as casting both inputs first,
     # without two more arrays of the batch's size per call.
     diff = np.subtract(original, reconstruction, dtype=np.float64)
     np.square(diff, out=diff)
-    rows = diff.reshape(len(diff), -1)
+    rows = diff.reshape(len(diff), math.prod(diff.shape[1:]))  # no -1: N may be 0
     # np.mean's own arithmetic (pairwise sum, then one division) without its Python overhead,
     # which is a fifth of a batch-1 score.
     return np.add.reduce(rows, axis=1) / float(max(rows.shape[1], 1))
@@ -159,6 +161,9 @@ def _batch_plan(count: int, sizes: tuple[int, ...]) -> tuple[tuple[int, int, int
     return tuple(plan)
 
 
+BATCH_ONE_BACKENDS = ("edgetpu",)  # backends that get the bundle's batch-1 model only
+
+
 class Scorer:
     """Scores batches of prepared crops with a bundle's int8 models.
 
@@ -172,7 +177,11 @@ class Scorer:
                  batch_sizes: tuple[int, ...] | None = None) -> None:
         self.bundle = bundle
         self.backend = backend
-        wanted = bundle.batch_sizes if batch_sizes is None else tuple(sorted(set(batch_sizes)))
+        if batch_sizes is None:
+            # The Edge TPU runs a model compiled for one fixed shape, and a batch of 4-D crops
+            # does not map onto it: the compiled batch-1 model only.
+            batch_sizes = (1,) if backend in BATCH_ONE_BACKENDS else bundle.batch_sizes
+        wanted = tuple(sorted(set(batch_sizes)))
         if 1 not in wanted:
             wanted = (1, *wanted)
         self._runners: dict[int, _Runner] = {}
@@ -180,7 +189,7 @@ class Scorer:
             path = bundle.model_path(size)
             try:
                 interpreter = create_interpreter(path, backend, num_threads)
-            except (RuntimeError, ValueError) as exc:
+            except (RuntimeError, ValueError, SystemError) as exc:
                 raise BackendError(f"{backend} failed to prepare {path}: {exc}") from exc
             self._runners[size] = _Runner(interpreter, size, bundle.input.shape, str(path),
                                           bundle.members)
@@ -216,10 +225,12 @@ class Scorer:
                 f"crops must be uint8 of shape (N, {', '.join(map(str, expected))}); "
                 f"got {crops_u8.dtype} {crops_u8.shape}. Use edge.preprocess.prepare_batch."
             )
+        channels = expected[2] * self.bundle.members
+        if not len(crops_u8):
+            return np.empty((0, *expected[:2], channels), dtype=np.float32)
         plan = self.plan(len(crops_u8))
         if len(plan) == 1 and plan[0][1] == plan[0][2]:  # one full batch: nothing to assemble
             return self._runners[plan[0][1]].reconstruct(crops_u8)
-        channels = expected[2] * self.bundle.members
         result = np.empty((*crops_u8.shape[:3], channels), dtype=np.float32)
         for start, size, real in plan:
             chunk = crops_u8[start:start + real]

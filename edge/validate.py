@@ -122,7 +122,11 @@ def _check(config: DeviceConfig, problems: list[str]) -> list[str]:
             f"{_threads(config.scorer.num_threads, config.scorer.threads())}")
     except ProjectError as exc:
         problems.append(f"bundle: {exc}")
-    lines.append(f"source {create_source(config.source).describe()}")
+    source = create_source(config.source)
+    lines.append(f"source {source.describe()}")
+    colour = None if bundle is None else source.colour_problem(bundle.input.color_mode)
+    if colour is not None:
+        problems.append(colour)
     source_problem = _source_path_problem(config)
     if source_problem is not None:
         problems.append(source_problem)

@@ -1,8 +1,11 @@
-"""Coral Edge TPU backend: the LiteRT interpreter with the libedgetpu delegate.
+"""Coral Edge TPU backend: a TF Lite interpreter with the libedgetpu delegate.
 
-The model must have been compiled with ``edgetpu_compiler`` (a ``*_edgetpu.tflite`` file); the
-bundle's plain int8 model runs on the CPU otherwise. Neither the delegate nor a Coral device exists
-on CI machines, so this backend is exercised only on hardware.
+The model must have been compiled with ``edgetpu_compiler``, which replaces the graph with an
+``edgetpu-custom-op``. A plain int8 model would run entirely on the CPU with the delegate loaded
+and idle, so it is refused here with what to do instead. Coral's libedgetpu is built against one
+TF Lite version and its own ``tflite_runtime`` wheel, so that interpreter is preferred when both
+are installed. Neither the delegate nor a Coral device exists on CI machines, so this backend is
+exercised only on hardware (the refusal of an uncompiled model is tested).
 """
 
 from __future__ import annotations
@@ -20,15 +23,28 @@ EDGETPU_LIBRARY = {
 }
 
 
+# What edgetpu_compiler leaves in a model it mapped onto the Edge TPU.
+EDGETPU_CUSTOM_OP = b"edgetpu-custom-op"
+
+
 def create(model_path: Path, num_threads: int) -> Any:
+    if EDGETPU_CUSTOM_OP not in model_path.read_bytes():
+        raise BackendError(
+            f"{model_path} is not compiled for the Edge TPU (no {EDGETPU_CUSTOM_OP.decode()}): "
+            "with backend \"edgetpu\" it would run on the CPU with the Coral idle. Use "
+            "backend = \"litert\" for this bundle, or compile its batch-1 model with "
+            "'edgetpu_compiler model.tflite', put the compiled file in place of model.tflite and "
+            "update its sha256 and bytes in bundle.json (README, Coral Edge TPU)."
+        )
     try:
-        from ai_edge_litert.interpreter import Interpreter, load_delegate
+        from tflite_runtime.interpreter import Interpreter, load_delegate
     except ImportError:
         try:
-            from tflite_runtime.interpreter import Interpreter, load_delegate
+            from ai_edge_litert.interpreter import Interpreter, load_delegate
         except ImportError as exc:
             raise BackendError(
-                "backend 'edgetpu' needs ai-edge-litert or tflite-runtime; neither is installed."
+                "backend 'edgetpu' needs tflite-runtime (Coral's build, matching libedgetpu) or "
+                "ai-edge-litert; neither is installed."
             ) from exc
     library = EDGETPU_LIBRARY.get(platform.system(), "libedgetpu.so.1")
     try:

@@ -21,3 +21,12 @@ def create(model_path: Path, num_threads: int) -> Any:
         return Interpreter(model_path=str(model_path), num_threads=num_threads)
     except ValueError as exc:
         raise BackendError(f"tflite-runtime cannot load {model_path} ({exc}).") from exc
+    except SystemError as exc:  # what its wheels built for numpy 1 raise under numpy 2
+        import numpy
+
+        raise BackendError(
+            f"tflite-runtime cannot create an interpreter ({exc}); it was built for numpy 1 and "
+            f"this environment has numpy {numpy.__version__}. Install it in an environment with "
+            "numpy < 2 (pip install 'edge-anomaly[tflite-runtime]' in a fresh venv), or use "
+            "backend = \"litert\"."
+        ) from exc

@@ -47,6 +47,21 @@ class Source(ABC):
         """
         return True
 
+    @property
+    def grey_only(self) -> bool:
+        """True when every frame is grey whatever the scene (the Pi camera's luma plane, an
+        OpenCV source with ``grey = true``): a bundle trained on colour cannot use it."""
+        return False
+
+    def colour_problem(self, color_mode: str) -> str | None:
+        """Why this source cannot feed a bundle of ``color_mode``, or None."""
+        if self.grey_only and color_mode != "grey":
+            return (f"source {self.describe()} delivers grey frames but the bundle was trained on "
+                    f"{color_mode} crops: its scores and threshold would not hold. Use a bundle "
+                    "trained on grey crops (trainer fit --channels 1, the default) or a colour "
+                    "source (kind = \"opencv\" with grey = false).")
+        return None
+
     def describe(self) -> str:
         """A short description for logs and --validate-config (never a secret)."""
         return self.kind

@@ -36,6 +36,10 @@ class OpenCVSource(Source):
         return self.config.path is not None
 
     @property
+    def grey_only(self) -> bool:
+        return bool(self.config.grey)
+
+    @property
     def live(self) -> bool:
         # A file read with fps = 0 is a replay that waits for the pipeline; everything else runs
         # in real time.

@@ -35,6 +35,10 @@ class Picamera2Source(Source):
         self._stack: contextlib.ExitStack | None = None
         self._camera: Any = None
 
+    @property
+    def grey_only(self) -> bool:
+        return True  # the luma plane of the lores stream
+
     def describe(self) -> str:
         width, height = self.config.lores_size
         return f"picamera2 camera {self.config.camera_num} (lores {width}×{height} grey)"
