@@ -9,8 +9,10 @@ TNR on the test split are reported too.
     python benchmarks/mnist_oneclass.py [--digits 0,1,5] [--steps N] [--members K] [--seed S]
         [--out-json NAME]
 
-Needs ../shared/data/mnist-oneclass (exits 2 with a message when it is absent). Writes
-benchmarks/results/mnist_oneclass.json (or --out-json) and prints a table.
+Needs ../shared/data/mnist-oneclass (exits 2 with a message when it is absent). Prints a table
+and writes benchmarks/results/mnist_oneclass.json and docs/img/mnist_oneclass_auroc.png for the
+full recipe run (all digits, no overrides); any other run writes mnist_oneclass_custom.json and
+no plot unless --out-json / --plot say otherwise, so a trial never replaces published results.
 """
 
 from __future__ import annotations
@@ -132,11 +134,23 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0,
                         help="training seed (weights, batches, held-back normals); the protocol's "
                              "test split does not depend on it")
-    parser.add_argument("--out-json", default="mnist_oneclass.json")
-    parser.add_argument("--plot", default=str(IMG_DIR / "mnist_oneclass_auroc.png"))
+    parser.add_argument("--out-json", default=None,
+                        help="results file in benchmarks/results (default: mnist_oneclass.json "
+                             "for the full recipe run, mnist_oneclass_custom.json for any other, "
+                             "so that a trial never replaces the published results)")
+    parser.add_argument("--plot", default=None,
+                        help="PNG of the AUROC bars (default: docs/img/mnist_oneclass_auroc.png "
+                             "for the full recipe run, none for any other; '' for none)")
     parser.add_argument("--plot-only", action="store_true",
                         help="redraw the plot from the results JSON, train nothing")
     args = parser.parse_args()
+    full_run = (args.digits == ",".join(map(str, DIGITS)) and not args.steps
+                and not args.members and args.seed == 0)
+    if args.out_json is None:
+        args.out_json = "mnist_oneclass.json" if full_run or args.plot_only else (
+            "mnist_oneclass_custom.json")
+    if args.plot is None:
+        args.plot = str(IMG_DIR / "mnist_oneclass_auroc.png") if full_run or args.plot_only else ""
     if args.plot_only:
         saved = json.loads((RESULTS_DIR / args.out_json).read_text(encoding="utf-8"))
         plot_bars(saved["rows"], Path(args.plot))

@@ -59,11 +59,13 @@ class PublishError(ProjectError):
 
 SIGINT_EXIT_CODE = 130  # the shell's convention for a process ended by Ctrl-C
 BROKEN_PIPE_EXIT_CODE = 141  # 128 + SIGPIPE: what a shell reports for a reader that went away
+OS_ERROR_EXIT_CODE = 1  # a general failure, as for a file a command cannot read or write
 
 
 def run_command(prog: str, command: Callable[[], int]) -> int:
-    """Run a CLI command: a ProjectError prints as one line ``PROG: error: …`` on stderr and
-    returns its exit code; anything else is a bug and keeps its traceback."""
+    """Run a CLI command: a ProjectError, or an OSError from the file system, prints as one line
+    ``PROG: error: …`` on stderr and returns an exit code; anything else is a bug and keeps its
+    traceback."""
     try:
         return int(command())
     except ProjectError as exc:
@@ -77,3 +79,9 @@ def run_command(prog: str, command: Callable[[], int]) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return BROKEN_PIPE_EXIT_CODE
+    except OSError as exc:
+        # The file system said no (a path through a file, no permission, a full disk): the
+        # environment, not a bug. OSError names the path.
+        print(f"{prog}: error: {exc}. Check the path, its permissions and the free space.",
+              file=sys.stderr)
+        return OS_ERROR_EXIT_CODE

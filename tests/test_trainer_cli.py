@@ -85,3 +85,20 @@ def test_errors_are_one_line_with_the_error_code(tmp_path: Path,
     assert main(["fit", str(tmp_path / "normals.npz"), "--out", str(tmp_path / "m"),
                  "--augment", "rotate"]) == 2
     assert "--augment rotate is unknown" in capsys.readouterr().err
+
+    for rate in ("-1", "0", "nan"):  # checked before any training, like the rest
+        assert main(["fit", str(tmp_path / "normals.npz"), "--out", str(tmp_path / "m"),
+                     "--learning-rate", rate]) == 2
+        assert "--learning-rate" in capsys.readouterr().err
+
+    (tmp_path / "a-file").write_text("in the way")
+    assert main(["fit", str(tmp_path / "normals.npz"), "--out",
+                 str(tmp_path / "a-file" / "m")]) == 2  # before training, not after it
+    err = capsys.readouterr().err
+    assert err.startswith("trainer: error: --out") and "cannot create its folder" in err
+
+    # A file system error anywhere else (here: keygen through a file) is one line too.
+    assert main(["keygen", "--out", str(tmp_path / "a-file" / "key")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("trainer: error: ") and err.count("\n") == 1, err
+    assert "a-file" in err and "Traceback" not in err

@@ -150,3 +150,34 @@ def test_npz_test_split_of_another_size_and_colour_is_resized_on_its_own(tmp_pat
     assert dataset.test_anomalies.shape == (4, *SPEC.shape)
     assert np.all(dataset.test_anomalies[:2] == 100) and np.all(dataset.test_anomalies[2:] == 50)
     assert any("x_test images are 32×32 px" in note for note in dataset.summary["notes"])
+
+
+def test_mixed_colour_and_skipped_files_are_said(tmp_path: Path) -> None:
+    good = tmp_path / "train" / "good"
+    write_pngs(good, normal_images(3, 20), prefix="grey")
+    write_pngs(good, normal_images(2, 20, rgb=True), prefix="colour")
+    (good / "notes.txt").write_text("not an image")
+    Image.fromarray(normal_images(1, 20)[0]).save(good / "frame.gif")
+    dataset = load_dataset(tmp_path, make_spec(20, 1))
+    assert len(dataset.train_normals) == 5
+    notes = " ".join(dataset.notes)
+    assert "sizes" not in notes  # all 20×20: one size, whatever the colour
+    assert "2 of 5 images are colour and were made grey" in notes
+    assert "2 file(s) skipped" in notes and "notes.txt" in notes and "frame.gif" in notes
+
+
+def test_a_truncated_or_fake_npz_is_a_data_error(tmp_path: Path) -> None:
+    good = tmp_path / "good.npz"
+    np.savez(good, x=normal_images(8, 16))
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes(good.read_bytes()[:200])
+    fake = tmp_path / "fake.npz"
+    fake.write_text("these are not arrays")
+    for path in (truncated, fake):
+        with pytest.raises(DataError, match=r"cannot read as \.npz.*numpy\.savez") as caught:
+            load_dataset(path, make_spec(16, 1))
+        assert str(path) in str(caught.value)
+    single = tmp_path / "single.npz"  # one bare array saved with numpy.save: taken as x
+    with single.open("wb") as handle:
+        np.save(handle, normal_images(8, 16))
+    assert load_dataset(single, make_spec(16, 1)).train_normals.shape == (8, 16, 16, 1)

@@ -69,3 +69,28 @@ def test_report_without_anomalies_says_so(trainer_bundle: Path, tmp_path: Path,
     assert code != 0
     assert "no anomalies" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()  # nothing half-written
+
+
+def test_report_with_no_samples_is_a_one_line_error(trainer_bundle: Path, trainer_mvtec_dir: Path,
+                                                    tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    for samples in ("0", "-3"):
+        code = main(["report", str(trainer_bundle), str(trainer_mvtec_dir), "--out",
+                     str(tmp_path / "r"), "--samples", samples])
+        err = capsys.readouterr().err
+        assert code == 2 and err.startswith("trainer: error: --samples") and err.count("\n") == 1
+
+
+def test_evaluate_says_how_the_data_was_fitted_to_the_bundle(trainer_bundle: Path,
+                                                            tmp_path: Path) -> None:
+    from trainer_support import anomaly_images
+
+    from trainer.evaluate import evaluate_bundle, format_report
+
+    data = tmp_path / "colour"  # the bundle is grey at 16 px: these are colour at 24 px
+    write_pngs(data / "test" / "good", normal_images(6, 24, rgb=True))
+    write_pngs(data / "test" / "spill", anomaly_images(4, 24, rgb=True))
+    write_pngs(data / "train" / "good", normal_images(4, 24, rgb=True))
+    result = evaluate_bundle(trainer_bundle, data)
+    text = format_report(result)
+    assert "note:" in text and "resized to 16×16" in text and "made grey" in text

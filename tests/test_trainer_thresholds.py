@@ -27,7 +27,8 @@ def test_parse_rules_and_defaults() -> None:
     assert not parse_rule("band:0.9").needs_labels
     for bad, message in (("median", "unknown rule"), ("quantile:1.5", r"fraction in \(0, 1\)"),
                          ("youden:3", "takes no parameter"), ("meanstd:x", "not a number"),
-                         ("meanstd:-1", "positive")):
+                         ("meanstd:-1", "positive"), ("meanstd:inf", "not a finite number"),
+                         ("meanstd:nan", "not a finite number")):
         with pytest.raises(ConfigError, match=message):
             parse_rule(bad)
 

@@ -14,6 +14,7 @@ edge applies, so training sees what the device sees.
 
 from __future__ import annotations
 
+import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -156,6 +157,8 @@ def _load_folder(root: Path, spec: InputSpec) -> Dataset:
     test_n = _read_files(test_normal_files, spec, sizes)
     test_a = _read_files(anomaly_files, spec, sizes)
     _note_sizes(sizes, spec, str(root), notes)
+    folders = [train_files[0].parent, *{f.parent for f in test_normal_files + anomaly_files}]
+    _note_skipped(sorted(set(folders)), notes)
     dataset = _finish(spec, train, test_n, test_a, source=str(root), kind=kind, notes=notes)
     dataset.summary["defects"] = defects
     return dataset
@@ -179,28 +182,57 @@ def _read_files(files: list[Path], spec: InputSpec,
     return batch
 
 
-def _note_sizes(sizes: Counter[tuple[int, ...]], spec: InputSpec, origin: str,
+def _note_sizes(shapes: Counter[tuple[int, ...]], spec: InputSpec, origin: str,
                 notes: list[str]) -> None:
-    other = {shape: n for shape, n in sizes.items() if shape[:2] != (spec.height, spec.width)}
+    """Notes on what preparing the images changed: their size, and their colour."""
+    sizes: Counter[tuple[int, ...]] = Counter()
+    for shape, n in shapes.items():
+        sizes[shape[:2]] += n
+    other = {size: n for size, n in sizes.items() if size != (spec.height, spec.width)}
     if len(sizes) > 1:
         listed = ", ".join(f"{s[1]}×{s[0]} ({n})" for s, n in sizes.most_common(5))
         notes.append(f"{origin}: images come in {len(sizes)} sizes ({listed}); each is resized "
                      f"to {spec.width}×{spec.height} with the bilinear rule the edge uses.")
     elif other:
-        (shape, _), = other.items()
-        notes.append(f"{origin}: images are {shape[1]}×{shape[0]} px, resized to "
+        (size, _), = other.items()
+        notes.append(f"{origin}: images are {size[1]}×{size[0]} px, resized to "
                      f"{spec.width}×{spec.height} (bilinear, as on the edge).")
+    converted = sum(n for shape, n in shapes.items()
+                    if (len(shape) == 3) != (spec.color_mode == "rgb"))
+    if converted:
+        change = "made grey (luma)" if spec.color_mode == "grey" else "grey, copied to R, G and B"
+        notes.append(f"{origin}: {converted} of {sum(shapes.values())} images are "
+                     f"{'colour' if spec.color_mode == 'grey' else 'grey'} and were {change} "
+                     f"for the bundle's {spec.color_mode} input.")
+
+
+def _note_skipped(folders: list[Path], notes: list[str]) -> None:
+    """Files that are not images by their suffix are left out: say so, naming a few."""
+    skipped = sorted(p for folder in folders if folder.is_dir() for p in folder.iterdir()
+                     if p.is_file() and p.suffix.lower() not in IMAGE_SUFFIXES
+                     and not p.name.startswith("."))
+    if skipped:
+        shown = ", ".join(str(p) for p in skipped[:3]) + (", ..." if len(skipped) > 3 else "")
+        notes.append(f"{len(skipped)} file(s) skipped, not one of {', '.join(IMAGE_SUFFIXES)}: "
+                     f"{shown}")
 
 
 # --- npz -----------------------------------------------------------------------------------------
 
 def _load_npz(path: Path, spec: InputSpec, shape: tuple[int, ...] | None) -> Dataset:
     try:
-        # allow_pickle=False: a user's file must never run code when it is read.
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: cannot read as .npz ({exc}); save it with numpy.savez "
+        # allow_pickle=False: a user's file must never run code when it is read. The file is
+        # opened here so that it is closed even when numpy fails on it (a truncated zip).
+        with path.open("rb") as handle:
+            loaded = np.load(handle, allow_pickle=False)
+            if isinstance(loaded, np.ndarray):  # a .npy: one array, taken as x
+                arrays = {"x": loaded}
+            else:
+                with loaded as archive:
+                    arrays = {key: archive[key] for key in archive.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:  # not an npz, truncated
+        raise DataError(f"{path}: cannot read as .npz ({exc}); it is damaged, truncated or not "
+                        "a numpy .npz file. Save the images with numpy.savez(path, x=..., y=...) "
                         "(object arrays are not accepted).") from exc
     if "x" not in arrays:
         raise DataError(f"{path} has no array 'x' (found keys: {sorted(arrays)}); save the images "

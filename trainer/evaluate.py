@@ -118,6 +118,9 @@ def evaluate_bundle(bundle_path: str | Path, data: str | Path | Dataset, *,
     if float_path.is_file():
         result["float"] = metrics(labels, _float_scores(float_path, images), bundle.threshold)
     result["caveats"] = caveats(bundle, dataset)
+    # How the data was fitted to the bundle's input (resized, colour converted, files skipped):
+    # data of another size or colour than the bundle was trained on is scored, but not as it was.
+    result["notes"] = dataset.notes
     return result
 
 
@@ -159,4 +162,5 @@ def format_report(result: dict[str, Any]) -> str:
                      f"{m['tnr']:7.4f} {m['precision']:7.4f} {m['f1']:7.4f}  "
                      f"{c['tp']}/{c['fp']}/{c['tn']}/{c['fn']}")
     lines.extend(f"caveat: {caveat}" for caveat in result.get("caveats", []))
+    lines.extend(f"note: {note}" for note in result.get("notes", []))
     return "\n".join(lines)

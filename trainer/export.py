@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import shutil
 import tempfile
@@ -129,7 +130,14 @@ def check_output_dir(out_dir: Path) -> None:
     if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / BUNDLE_FILE).is_file():
         raise ConfigError(f"--out {out_dir} exists and is not a bundle (no {BUNDLE_FILE}); "
                           "refusing to overwrite it. Choose a new directory.")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file in the way, no permission, a read-only mount
+        raise ConfigError(f"--out {out_dir}: cannot create its folder {out_dir.parent} "
+                          f"({exc}); choose a writable place such as models/NAME.") from exc
+    if not os.access(out_dir.parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"--out {out_dir}: {out_dir.parent} is not writable by this user; "
+                          "choose a writable place such as models/NAME.")
 
 
 def _move_into_place(staging: Path, out_dir: Path) -> None:

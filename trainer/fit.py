@@ -95,6 +95,9 @@ class FitOptions:
                 raise ConfigError(f"--{name} {value} must be at least 1.")
         if self.batch_size < 1:
             raise ConfigError(f"--batch-size {self.batch_size} must be at least 1.")
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise ConfigError(f"--learning-rate {self.learning_rate} must be a positive number "
+                              f"(default {DEFAULT_LEARNING_RATE:g}).")
 
 
 @dataclass
@@ -353,6 +356,11 @@ def fit_autoencoder(dataset: Dataset, config: ModelConfig, options: FitOptions, 
          "val_loss": float(keras_history.history["val_loss"][i])}
         for i in range(len(keras_history.history["loss"]))
     ]
+    if not all(math.isfinite(h["loss"]) and math.isfinite(h["val_loss"]) for h in history):
+        raise DataError(
+            f"training diverged: the loss became {history[-1]['loss']} by round "
+            f"{len(history)}; nothing was exported. Lower --learning-rate (it was "
+            f"{options.learning_rate:g}) or check the data for constant or extreme images.")
     if stopper is None:  # no early stopping: the last round's weights are kept
         best_round = len(history)
     else:  # the round whose weights EarlyStopping restored (it counts epochs from 0)

@@ -15,11 +15,14 @@ matplotlib runs on the Agg backend (no display needed) and is imported only when
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from edge.errors import ConfigError
 
 FIGURE_DPI = 100            # dots per inch; keeps each PNG well under 150 KB
 HIST_BINS = 60
@@ -155,6 +158,8 @@ def write_report(bundle_path: str | Path, data: Any, out_dir: str | Path, *,
     bundle = load_bundle(bundle_path)
     dataset = data if isinstance(data, Dataset) else load_dataset(data, bundle.input, shape=shape)
     normals, anomalies, _ = labeled_split(dataset)
+    for note in dataset.notes:  # resized, colour converted, files skipped: said, not hidden
+        print(f"note: {note}", file=sys.stderr)
     with silenced():
         scorer = Scorer(bundle)
     out = Path(out_dir)
@@ -206,6 +211,9 @@ def run(args: argparse.Namespace) -> int:
     """Write the report and print one line per PNG."""
     from trainer.data import parse_shape
 
+    if args.samples < 1:
+        raise ConfigError(f"--samples {args.samples}: give at least 1 crop per class for the "
+                          f"reconstruction grid (default {SAMPLES_PER_KIND}).")
     shape = parse_shape(args.shape) if args.shape else None
     for name, path in write_report(args.bundle, args.data, args.out, shape=shape,
                                    samples=args.samples).items():

@@ -23,6 +23,7 @@ with a margin on both sides.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -73,6 +74,8 @@ def parse_rule(text: str) -> Rule:
         param = float(raw)
     except ValueError as exc:
         raise ConfigError(f"--threshold {text!r}: {raw!r} is not a number.") from exc
+    if not math.isfinite(param):
+        raise ConfigError(f"--threshold {text!r}: {raw!r} is not a finite number.")
     if name in ("quantile", "band") and not 0.0 < param < 1.0:
         raise ConfigError(f"--threshold {text!r}: {name} needs a fraction in (0, 1), "
                           "e.g. quantile:0.999.")
