@@ -274,6 +274,7 @@ def event_fields(index: int, device_id: str = "dev1", extra: dict[str, Any] | No
         "crop": "cap", "box": [10, 20, 28, 28], "score": 0.05 + index * 1e-4,
         "state": "anomaly" if index % 2 == 0 else "ok",
         "previous_state": "ok" if index % 2 == 0 else "anomaly",
-        "threshold": {"high": 0.04, "low": 0.03, "source": "bundle"}, "score_z": 3.2,
+        "threshold": {"high": 0.04, "low": None, "source": "bundle", "rule": "quantile:0.999"},
+        "score_z": 3.2,
         "bundle": {"name": "caps-v1", "sha256": "ab" * 32}, "extra": dict(extra or {}),
     }
