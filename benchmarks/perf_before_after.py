@@ -150,8 +150,11 @@ def pipelines(before: Path, pairs: int) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = []
     results = Path(tempfile.mkdtemp(prefix="before-after-"))  # keeps results/ of the real run
     environment = {**os.environ, common.RESULTS_ENV: str(results)}
+    # The same interpreter threads on both sides, where the older script can be told.
+    threads = ["--threads", str(PIPELINE_THREADS)]
+    takes_threads = "--threads" in (target / "perf_pipeline.py").read_text(encoding="utf-8")
     sides: tuple[tuple[str, Path, list[str]], ...] = (
-        ("before", before, []), ("after", common.ROOT, ["--threads", str(PIPELINE_THREADS)]))
+        ("before", before, threads if takes_threads else []), ("after", common.ROOT, threads))
     for _ in range(pairs):
         for side, tree, options in sides:
             subprocess.run([sys.executable, "benchmarks/perf_pipeline.py", "--quick", *options],
@@ -207,7 +210,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                   ["what", "before ms", "after ms", "speed-up"], rows, figures, args.quick,
                   ["component rows: medians of calls alternating before/after in one process; "
                    "both trees give identical crops and scores",
-                   "pipeline rows: perf_pipeline.py --quick run alternately in each tree"])
+                   "pipeline rows: perf_pipeline.py --quick run alternately in each tree"],
+                  work=args.work)
     return 0
 
 

@@ -36,7 +36,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 RESULTS_ENV = "PERF_RESULTS_DIR"  # where report() writes instead (perf_before_after.py uses it)
-RESULTS_DIR = Path(os.environ.get(RESULTS_ENV, ROOT / "benchmarks" / "results"))
+PUBLISHED_RESULTS = ROOT / "benchmarks" / "results"  # what docs/performance.md is made from
 DEFAULT_WORK = Path(tempfile.gettempdir()) / "edge-anomaly-perf"
 BUNDLE_BATCH_SIZES = (1, 8, 24, 32)  # 24 = the crops of one tray (4 × 6 wells)
 MODEL_OPTIONS: dict[str, Any] = {"size": 32, "filters": (16, 32, 64), "latent": 8}
@@ -230,15 +230,25 @@ def table_lines(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[s
     return lines
 
 
+def results_dir(quick: bool, work: Path) -> Path:
+    """Where results are written and read: $PERF_RESULTS_DIR when set; else a quick run's under
+    its work folder, so that checking the benchmarks never replaces the published results."""
+    if os.environ.get(RESULTS_ENV):
+        return Path(os.environ[RESULTS_ENV])
+    return work / "results" if quick else PUBLISHED_RESULTS
+
+
 def report(name: str, title: str, headers: Sequence[str], rows: Sequence[Sequence[Any]],
-           figures: dict[str, Any], quick: bool, notes: Sequence[str] = ()) -> Path:
-    """Print the table and notes; write benchmarks/results/perf_<name>.json."""
+           figures: dict[str, Any], quick: bool, notes: Sequence[str] = (), *,
+           work: Path = DEFAULT_WORK) -> Path:
+    """Print the table and notes; write perf_<name>.json into :func:`results_dir`."""
     print(f"\n{title}\n")
     print("\n".join(table_lines(headers, rows)))
     for note in notes:
         print(f"- {note}")
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = RESULTS_DIR / f"perf_{name}.json"
+    folder = results_dir(quick, work)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"perf_{name}.json"
     payload = {"benchmark": name, "title": title, "quick": quick,
                "command": command_line(),
                "machine": machine(), "table": {"headers": list(headers),

@@ -196,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     common.report("footprint", "Footprint of the edge process (venv with only .[edge])",
                   ["what", "measured", "target", "verdict"], rows,
                   {"rss": run, "rss_mb": rss_mb, "starts": starts, "start_median_s": start_median,
-                   "installed": size}, args.quick, notes)
+                   "installed": size}, args.quick, notes, work=args.work)
     return 0
 
 

@@ -42,6 +42,7 @@ class Hardware:
     gmac_per_s: float  # sustained int8 multiply-accumulates, billions per second (assumed)
     fixed_ms_per_invoke: float  # per-invoke overhead outside the MACs (assumed)
     basis: str
+    batch_one_only: bool = False  # one invoke per crop (the edgetpu backend: edge/scoring.py)
 
 
 HARDWARE = (
@@ -52,7 +53,8 @@ HARDWARE = (
              "instructions the A72 lacks; not measured"),
     Hardware("Coral USB Edge TPU", 2000.0, 1.0,
              "assumed 4 TOPS peak = 2 TMAC/s, plus ~1 ms per invoke for the USB round trip and "
-             "delegate; for a model this small the fixed cost dominates; not measured"),
+             "delegate, one invoke per crop (the Edge TPU runs the batch-1 model); for a model "
+             "this small the fixed cost dominates; not measured", batch_one_only=True),
 )
 
 
@@ -138,9 +140,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     frame_macs = macs * CROPS_PER_FRAME
     estimates = []
     for hw in HARDWARE:
-        seconds = frame_macs / (hw.gmac_per_s * GIGA) + hw.fixed_ms_per_invoke / common.MS_PER_S
+        invokes = CROPS_PER_FRAME if hw.batch_one_only else 1
+        seconds = (frame_macs / (hw.gmac_per_s * GIGA)
+                   + invokes * hw.fixed_ms_per_invoke / common.MS_PER_S)
         estimates.append({"hardware": hw.name, "gmac_per_s": hw.gmac_per_s,
                           "fixed_ms_per_invoke": hw.fixed_ms_per_invoke,
+                          "invokes_per_frame": invokes,
                           "frames_per_s": 1.0 / seconds,
                           "crops_per_s": CROPS_PER_FRAME / seconds, "basis": hw.basis})
         rows.append([f"estimate: {hw.name}", f"{1.0 / seconds:,.0f} frames/s",
@@ -156,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                   {"ops": ops, "macs_per_crop": macs, "params": params,
                    "macs_per_frame": frame_macs, "file_bytes": sizes, "estimates": estimates,
                    "this_machine": {"us_per_crop": us_per_crop, "gmac_per_s": here_gmac}},
-                  args.quick, notes)
+                  args.quick, notes, work=args.work)
     return 0
 
 

@@ -20,6 +20,7 @@ gives the median and 99th percentile per crop over all rounds and ratios from th
 from __future__ import annotations
 
 import json
+import os
 import random
 import subprocess
 import sys
@@ -219,7 +220,8 @@ def summarise(candidates: Sequence[Candidate]) -> tuple[list[list[str]], dict[st
         timing = per_crop.get((c.name, c.batch, c.threads))
         base = per_crop.get((INT8, c.batch, c.threads or max(THREADS)))
         ratio = timing.median_s / base.median_s if timing and base else None
-        threads = "TF pool (2 cores)" if c.threads == TF_THREADS else str(c.threads)
+        threads = (f"TF pool ({os.cpu_count()} cores)" if c.threads == TF_THREADS
+                   else str(c.threads))
         if timing is None:
             rows.append([c.name, str(c.batch), threads, "–", "–", "–", "–",
                          f"not measured: {c.error}"])
@@ -271,7 +273,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                  f"timed in {time.perf_counter() - started:.0f} s")
     common.report("scoring", "Per-crop scoring: one model, every backend, one run",
                   ["backend", "batch", "threads", "µs/crop p50", "µs/crop p99", "crops/s",
-                   "time vs int8", "calls"], rows, figures, args.quick, notes)
+                   "time vs int8", "calls"], rows, figures, args.quick, notes,
+                  work=args.work)
     return 0
 
 
