@@ -175,7 +175,9 @@ class LineScene:
         metal = _disk(dist, metal_r)
         patch[:] = patch * (1 - metal) + metal_grey * dome * metal
         if defect == "spill":
-            self._draw_spill(patch, rng, yy, xx, cy, cx, cavity_r, metal_grey)
+            # The grid cell the layout crops: a spill never reaches a neighbour labelled normal.
+            cell = (yy >= top) & (yy < top + pitch) & (xx >= left) & (xx < left + pitch)
+            self._draw_spill(patch, rng, yy, xx, cy, cx, cavity_r, metal_grey, cell)
         elif defect == "crack":
             self._draw_crack(patch, rng, yy, xx, cy, cx, metal_r)
         elif defect == "foreign":
@@ -184,16 +186,17 @@ class LineScene:
     @staticmethod
     def _draw_spill(patch: np.ndarray, rng: np.random.Generator, yy: np.ndarray,
                     xx: np.ndarray, cy: float, cx: float, cavity_r: float,
-                    metal_grey: float) -> None:
-        """A tongue of metal from the well across the rim onto the mould."""
+                    metal_grey: float, cell: np.ndarray) -> None:
+        """A tongue of metal from the well across the rim onto the mould, cut off at the edge of
+        the well's own cell (``cell``), so that ground truth stays per well: a tongue that ran
+        on, with the tray and well shifts, reached up to 16 px into the next well."""
         angle = rng.uniform(0, 2 * np.pi)
-        # The tongue stays inside its own cell, so ground truth stays per well.
         reach = cavity_r + rng.uniform(1.5, 3.5)
         for step in np.linspace(0.55, 1.0, 5):
             by = cy + np.sin(angle) * reach * step
             bx = cx + np.cos(angle) * reach * step
             radius = rng.uniform(2.5, 4.0) * (1.15 - 0.5 * step)
-            blob = _disk(np.hypot(yy - by, xx - bx), radius)
+            blob = _disk(np.hypot(yy - by, xx - bx), radius) * cell
             patch[:] = patch * (1 - blob) + metal_grey * 0.95 * blob
 
     @staticmethod
