@@ -184,7 +184,7 @@ class Picamera2SourceConfig(_SourceCommon):
     fps: float = Field(default=10.0, gt=0, le=120)
 
     @model_validator(mode="after")
-    def _lores_within_main(self) -> Picamera2SourceConfig:
+    def _camera_sizes(self) -> Picamera2SourceConfig:
         # picamera2 refuses these at configure() time, which would make every start attempt fail.
         odd = [f"{name} {size}" for name, size in (("main_size", self.main_size),
                                                    ("lores_size", self.lores_size))
