@@ -63,7 +63,7 @@ OS_ERROR_EXIT_CODE = 1  # a general failure, as for a file a command cannot read
 
 
 def run_command(prog: str, command: Callable[[], int]) -> int:
-    """Run a CLI command: a ProjectError, or an OSError from the file system, prints as one line
+    """Run a CLI command: a ProjectError, or an OSError about a named file, prints as one line
     ``PROG: error: …`` on stderr and returns an exit code; anything else is a bug and keeps its
     traceback."""
     try:
@@ -80,8 +80,10 @@ def run_command(prog: str, command: Callable[[], int]) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         return BROKEN_PIPE_EXIT_CODE
     except OSError as exc:
-        # The file system said no (a path through a file, no permission, a full disk): the
-        # environment, not a bug. OSError names the path.
+        if exc.filename is None:  # not about a file: a bug or the network keeps its traceback
+            raise
+        # The file system said no to a path (a file in the way, no permission, a full disk):
+        # the environment, not a bug.
         print(f"{prog}: error: {exc}. Check the path, its permissions and the free space.",
               file=sys.stderr)
         return OS_ERROR_EXIT_CODE

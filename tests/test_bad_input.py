@@ -350,3 +350,18 @@ def test_edge_score_into_a_reader_that_goes_away_ends_quietly(tmp_path: Path) ->
         stderr = process.stderr.read().decode()
     assert process.wait(timeout=60) == 141, stderr
     assert "Traceback" not in stderr and "BrokenPipeError" not in stderr, stderr
+
+
+def test_an_os_error_that_names_no_file_keeps_its_traceback() -> None:
+    # A file system refusal names its path and prints as one line; an OSError without a file
+    # (a bad descriptor, a reset connection) is a bug or the network, and must not be dressed up.
+    import os
+
+    from edge.errors import run_command
+
+    def refused() -> int:
+        raise PermissionError(13, "Permission denied", "/etc/edge/keys/line.pem")
+
+    assert run_command("edge", refused) == 1
+    with pytest.raises(OSError, match="Bad file descriptor"):
+        run_command("edge", lambda: os.close(987654))

@@ -181,3 +181,11 @@ def test_a_truncated_or_fake_npz_is_a_data_error(tmp_path: Path) -> None:
     with single.open("wb") as handle:
         np.save(handle, normal_images(8, 16))
     assert load_dataset(single, make_spec(16, 1)).train_normals.shape == (8, 16, 16, 1)
+
+
+def test_grey_images_with_one_channel_axis_are_not_called_colour() -> None:
+    images = normal_images(5, 16)
+    assert from_arrays(make_spec(16, 1), images[..., None]).notes == []
+    assert from_arrays(make_spec(16, 1), images).notes == []
+    assert any("5 of 5 images are colour" in note
+               for note in from_arrays(make_spec(16, 1), np.stack([images] * 3, axis=-1)).notes)

@@ -197,8 +197,9 @@ def _note_sizes(shapes: Counter[tuple[int, ...]], spec: InputSpec, origin: str,
         (size, _), = other.items()
         notes.append(f"{origin}: images are {size[1]}×{size[0]} px, resized to "
                      f"{spec.width}×{spec.height} (bilinear, as on the edge).")
+    # Colour is 3 or 4 channels; (H, W, 1) is grey, as prepare_crop reads it.
     converted = sum(n for shape, n in shapes.items()
-                    if (len(shape) == 3) != (spec.color_mode == "rgb"))
+                    if (len(shape) == 3 and shape[2] in (3, 4)) != (spec.color_mode == "rgb"))
     if converted:
         change = "made grey (luma)" if spec.color_mode == "grey" else "grey, copied to R, G and B"
         notes.append(f"{origin}: {converted} of {sum(shapes.values())} images are "
@@ -208,9 +209,9 @@ def _note_sizes(shapes: Counter[tuple[int, ...]], spec: InputSpec, origin: str,
 
 def _note_skipped(folders: list[Path], notes: list[str]) -> None:
     """Files that are not images by their suffix are left out: say so, naming a few."""
-    skipped = sorted(p for folder in folders if folder.is_dir() for p in folder.iterdir()
-                     if p.is_file() and p.suffix.lower() not in IMAGE_SUFFIXES
-                     and not p.name.startswith("."))
+    images = {p for folder in folders for p in _images_in(folder)}
+    skipped = sorted(p for folder in folders for p in folder.iterdir()
+                     if p.is_file() and not p.name.startswith(".") and p not in images)
     if skipped:
         shown = ", ".join(str(p) for p in skipped[:3]) + (", ..." if len(skipped) > 3 else "")
         notes.append(f"{len(skipped)} file(s) skipped, not one of {', '.join(IMAGE_SUFFIXES)}: "

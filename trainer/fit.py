@@ -356,16 +356,18 @@ def fit_autoencoder(dataset: Dataset, config: ModelConfig, options: FitOptions, 
          "val_loss": float(keras_history.history["val_loss"][i])}
         for i in range(len(keras_history.history["loss"]))
     ]
-    if not all(math.isfinite(h["loss"]) and math.isfinite(h["val_loss"]) for h in history):
-        raise DataError(
-            f"training diverged: the loss became {history[-1]['loss']} by round "
-            f"{len(history)}; nothing was exported. Lower --learning-rate (it was "
-            f"{options.learning_rate:g}) or check the data for constant or extreme images.")
     if stopper is None:  # no early stopping: the last round's weights are kept
         best_round = len(history)
     else:  # the round whose weights EarlyStopping restored (it counts epochs from 0)
         best_round = 1 + int(getattr(stopper, "best_epoch",
                                      np.argmin([h["val_loss"] for h in history])))
+    kept = history[best_round - 1]
+    # Only the kept round matters: a run that diverged after its best round exports that round.
+    if not (math.isfinite(kept["loss"]) and math.isfinite(kept["val_loss"])):
+        raise DataError(
+            f"training diverged: the loss of the round whose weights would be kept (round "
+            f"{best_round}) is {kept['loss']}; nothing was exported. Lower --learning-rate (it "
+            f"was {options.learning_rate:g}) or check the data for constant or extreme images.")
 
     report(f"fitting the linear baseline (PCA) on {min(len(train), PCA_MAX_SAMPLES)} training "
            "normals, to check that the autoencoder learned more than it")
