@@ -13,7 +13,7 @@ from test_trainer_model import graph_report
 from trainer_support import anomaly_images, normal_images
 
 from edge.bundle import load_bundle
-from edge.errors import BundleError, ConfigError
+from edge.errors import BundleError, ConfigError, DataError
 from edge.scoring import Scorer, reconstruction_mse
 from trainer.data import from_arrays, load_dataset, make_spec
 from trainer.evaluate import evaluate_bundle, format_report
@@ -274,3 +274,30 @@ def test_a_bundle_with_a_bad_member_count_is_refused(trainer_bundle: Path, tmp_p
     (copy / "bundle.json").write_text(json.dumps(data), encoding="utf-8")
     with pytest.raises(BundleError, match=r"score\.members is 0"):
         load_bundle(copy)
+
+
+@pytest.mark.parametrize("poisoned_round", [0, 3])
+def test_a_diverged_run_exports_its_best_finite_round_or_nothing(
+        monkeypatch: pytest.MonkeyPatch, poisoned_round: int) -> None:
+    # Divergence on demand: the weights are made NaN at the start of one round (a real run
+    # rarely diverges on cue; Adam and the sigmoid output keep this model finite at any rate).
+    import trainer.fit as fit
+
+    class Poison(fit._RoundLine):
+        def on_epoch_begin(self, epoch: int, logs: object = None) -> None:
+            if epoch == poisoned_round:
+                self.model.set_weights([w * np.nan for w in self.model.get_weights()])
+
+    monkeypatch.setattr(fit, "_RoundLine", Poison)
+    spec = make_spec(16, 1)
+    dataset = from_arrays(spec, normal_images(40, 16), test_anomalies=anomaly_images(4, 16))
+    config = ModelConfig(height=16, width=16, channels=1, filters=(4, 8), latent=2)
+    options = FitOptions(steps=600, batch_size=8, seed=0, patience_rounds=2)
+    if poisoned_round == 0:
+        with pytest.raises(DataError, match=r"training diverged.*nothing was exported"):
+            fit.fit_autoencoder(dataset, config, options, report=lambda m: None, progress=False)
+        return
+    result = fit.fit_autoencoder(dataset, config, options, report=lambda m: None,
+                                 progress=False)
+    assert result.best_round <= poisoned_round
+    assert all(np.isfinite(w).all() for w in result.model.get_weights())
