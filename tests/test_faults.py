@@ -245,3 +245,43 @@ def test_the_runtime_on_a_full_spool_keeps_deciding_and_says_why(
     assert "disk is full" in degraded[0]["reason"]
     states = [m.json() for m in sub.messages if m.topic.endswith("/state")]
     assert sum(s["state"] == "anomaly" and s["event_id"] is None for s in states) >= 1
+
+
+def test_the_runtime_reports_a_broker_that_denies_its_events_and_keeps_them(
+    mqtt_broker_factory: Callable[..., Broker], tmp_path: Path, runtime_bundle: Path,
+) -> None:
+    """The whole runtime against a real broker whose ACL lets this device write another
+    device's topics only (a device_id / username mismatch): the status turns degraded with the
+    broker's answer while frames go on being decided, and every event stays in the spool."""
+    from runtime_support import config_text, write_frames
+
+    from edge.config import load_config
+    from edge.runtime import Runtime
+
+    acl = tmp_path / "acl"
+    acl.write_text("topic readwrite anomaly/other-device/#\ntopic read anomaly/#\n")
+    broker = mqtt_broker_factory(BrokerOptions(acl_file=acl))
+    write_frames(tmp_path / "frames", [((0, 0),), ()] * 3)  # 6 events: 3 anomalies, 3 back to ok
+    path = tmp_path / "device.toml"
+    path.write_text(config_text(runtime_bundle, "frames", source_extra="loop = true\nfps = 20",
+                                mqtt=f"port = {broker.port}\nreconnect_max_s = 1.0"),
+                    encoding="utf-8")
+    runtime = Runtime(load_config(path))
+    runner = threading.Thread(target=runtime.run, name="runtime-under-test")
+    runner.start()
+    try:
+        deadline = time.monotonic() + DELIVERY_TIMEOUT_S
+        while time.monotonic() < deadline and not (
+                runtime.status == "degraded" and runtime.frames_processed >= 12):
+            time.sleep(0.05)
+        status, reason = runtime.status, runtime._status_reason
+        decided = runtime.frames_processed
+        kept = runtime.publisher.spool_depth()
+    finally:
+        runtime.request_stop()
+        runner.join(DELIVERY_TIMEOUT_S)
+    assert not runner.is_alive()
+    print(f"[acl denial, runtime] {decided} frames decided, {kept} events kept, status {status}")
+    assert status == "degraded" and reason is not None and "Not authorized" in reason, reason
+    assert decided >= 12  # deciding went on while the broker refused
+    assert kept >= 6  # nothing was deleted as delivered
